@@ -57,9 +57,9 @@ def as_int(value: Any, path: str, *, minimum: int | None = None,
         else:
             raise fail(path, "must be an integer", value)
     if minimum is not None and value < minimum:
-        raise fail(path, f"must be >= {minimum}", value)
+        raise fail(path, f"must be >= {minimum:g}", value)
     if maximum is not None and value > maximum:
-        raise fail(path, f"must be <= {maximum}", value)
+        raise fail(path, f"must be <= {maximum:g}", value)
     return value
 
 
@@ -73,14 +73,14 @@ def as_float(value: Any, path: str, *, minimum: float | None = None,
         raise fail(path, "must be a finite number", value)
     if minimum is not None:
         if min_exclusive and value <= minimum:
-            raise fail(path, f"must be > {minimum}", value)
+            raise fail(path, f"must be > {minimum:g}", value)
         if not min_exclusive and value < minimum:
-            raise fail(path, f"must be >= {minimum}", value)
+            raise fail(path, f"must be >= {minimum:g}", value)
     if maximum is not None:
         if max_exclusive and value >= maximum:
-            raise fail(path, f"must be < {maximum}", value)
+            raise fail(path, f"must be < {maximum:g}", value)
         if not max_exclusive and value > maximum:
-            raise fail(path, f"must be <= {maximum}", value)
+            raise fail(path, f"must be <= {maximum:g}", value)
     return value
 
 

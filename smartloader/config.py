@@ -1,0 +1,307 @@
+"""The SmartLoader configuration: top-level keys and the phases, validated strictly.
+
+Everything wrong with a configuration is found by :func:`load_config`, before training
+starts, and reported as a :class:`~smartloader.errors.ConfigError` naming the key path.
+
+Schema (``docs/config.md`` has the long form)::
+
+    seed: 0                 # seeds the loader's own torch.Generator (with epoch and rank)
+    total_steps: 1000       # yielded training steps in the whole run; needed by `fraction`
+    pool_factor: 2          # pool = pool_factor x the wrapped loader's batch size
+    score_resolution: 96    # shorter side (px) of the scoring pass; null = full resolution
+    autocast: null          # null | bfloat16 | float16: dtype of the scoring forward
+    input_key: null         # where the input is: null = position 0 / key "image"
+    target_key: null        # where the target is: null = position 1 / key "label"
+    phases:                 # in order; exactly one phase may omit its length
+      - {name: warmup, steps: 500, selection: uniform}
+      - {name: select, selection: ranked, beta: 1.0}
+      - {name: cooldown, fraction: 0.1, selection: uniform}
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from . import _validate as v
+from .errors import ConfigError
+
+__all__ = ["Config", "PhaseSpec", "Phase", "load_config", "SELECTIONS", "DEFAULT_PHASES"]
+
+#: Selection rules a phase may name, and whether they read ``beta``.
+SELECTIONS: dict[str, bool] = {"uniform": False, "ranked": True}
+
+#: The paper's shape: a short uniform warm-up, ranked selection (beta 1), 10% uniform cool-down.
+DEFAULT_PHASES: tuple[dict, ...] = (
+    {"name": "warmup", "fraction": 0.05, "selection": "uniform"},
+    {"name": "select", "selection": "ranked", "beta": 1.0},
+    {"name": "cooldown", "fraction": 0.1, "selection": "uniform"},
+)
+#: Used when no phases and no total_steps are given: a cool-down needs to know the end.
+DEFAULT_PHASES_OPEN_ENDED: tuple[dict, ...] = (
+    {"name": "warmup", "steps": 100, "selection": "uniform"},
+    {"name": "select", "selection": "ranked", "beta": 1.0},
+)
+
+_TOP_KEYS = ("seed", "total_steps", "pool_factor", "score_resolution", "autocast",
+             "input_key", "target_key", "phases")
+_PHASE_KEYS = ("name", "steps", "fraction", "selection", "beta")
+_AUTOCAST = ("bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase as written: a length (``steps`` or ``fraction``, or neither = the rest)."""
+
+    name: str
+    selection: str = "uniform"
+    beta: float = 0.0
+    steps: int | None = None
+    fraction: float | None = None
+
+    @property
+    def selects(self) -> bool:
+        """Whether the phase scores a pool (every rule except ``uniform``)."""
+        return self.selection != "uniform"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase resolved to step numbers: steps ``start <= step < stop`` (``stop`` None = open)."""
+
+    name: str
+    start: int
+    stop: int | None
+    selection: str
+    beta: float
+
+    @property
+    def selects(self) -> bool:
+        return self.selection != "uniform"
+
+    def __contains__(self, step: int) -> bool:
+        return self.start <= step and (self.stop is None or step < self.stop)
+
+
+KeyPath = tuple  # of int | str
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration. Build it with :func:`load_config`, not directly."""
+
+    seed: int = 0
+    total_steps: int | None = None
+    pool_factor: int = 2
+    score_resolution: int | None = None
+    autocast: str | None = None
+    input_key: KeyPath | None = None
+    target_key: KeyPath | None = None
+    phases: tuple[PhaseSpec, ...] = ()
+    #: True when the user gave no ``phases`` and the defaults were used.
+    default_phases: bool = False
+    _raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain YAML-able data (what the user wrote, defaults filled in)."""
+        out: dict[str, Any] = {
+            "seed": self.seed, "total_steps": self.total_steps, "pool_factor": self.pool_factor,
+            "score_resolution": self.score_resolution, "autocast": self.autocast,
+            "input_key": _key_to_yaml(self.input_key), "target_key": _key_to_yaml(self.target_key),
+        }
+        if not self.default_phases:
+            out["phases"] = [_phase_to_dict(p) for p in self.phases]
+        return out
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A new Config with top-level keys replaced, validated like a fresh one."""
+        return load_config({**self.to_dict(), **overrides})
+
+    @property
+    def selects(self) -> bool:
+        return any(p.selects for p in self.phases)
+
+    def resolve_phases(self) -> tuple[Phase, ...]:
+        """Step ranges of every phase. Raises ConfigError if they do not add up."""
+        return _resolve(self.phases, self.total_steps)
+
+
+def _key_to_yaml(key):
+    if key is None:
+        return None
+    return key[0] if len(key) == 1 else list(key)
+
+
+def _phase_to_dict(p: PhaseSpec) -> dict:
+    d: dict[str, Any] = {"name": p.name, "selection": p.selection}
+    if SELECTIONS.get(p.selection, False):
+        d["beta"] = p.beta
+    if p.steps is not None:
+        d["steps"] = p.steps
+    if p.fraction is not None:
+        d["fraction"] = p.fraction
+    return d
+
+
+def load_config(path_or_dict: "str | os.PathLike | Mapping | Config | None" = None) -> Config:
+    """Read and validate a configuration.
+
+    Args:
+        path_or_dict: a YAML file path, a mapping (e.g. parsed YAML), an existing
+            :class:`Config` (returned unchanged), or ``None`` for the defaults.
+
+    Raises:
+        ConfigError: for unknown keys, wrong types, impossible values or phases that do not
+            add up; the message starts with the key path, e.g.
+            ``phases[1].beta: must be >= 0, got -1.0``.
+    """
+    if isinstance(path_or_dict, Config):
+        return path_or_dict
+    if path_or_dict is None:
+        raw: Any = {}
+    elif isinstance(path_or_dict, (str, os.PathLike)):
+        path = os.fspath(path_or_dict)
+        if not os.path.isfile(path):
+            raise ConfigError(f"config: no such file: {path!r}")
+        with open(path, encoding="utf-8") as fh:
+            try:
+                raw = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+    else:
+        raw = path_or_dict
+    return _parse(raw)
+
+
+def _parse_key(value: Any, path: str) -> KeyPath | None:
+    if value is None:
+        return None
+    parts = value if isinstance(value, list) else [value]
+    if not parts:
+        raise v.fail(path, "must not be an empty list")
+    for i, part in enumerate(parts):
+        if isinstance(part, bool) or not isinstance(part, (int, str)):
+            raise v.fail(v.join(path, i) if isinstance(value, list) else path,
+                         "must be an integer position or a string key", part)
+    return tuple(parts)
+
+
+def _parse_phase(raw: Any, path: str) -> PhaseSpec:
+    m = v.require_mapping(raw, path)
+    v.check_keys(m, _PHASE_KEYS, path)
+    if "name" not in m:
+        raise ConfigError(f"{v.join(path, 'name')}: required")
+    name = v.as_str(m["name"], v.join(path, "name"))
+    selection = v.as_str(m.get("selection", "uniform"), v.join(path, "selection"),
+                         choices=SELECTIONS)
+    if "beta" in m:
+        if not SELECTIONS[selection]:
+            raise ConfigError(f"{v.join(path, 'beta')}: selection {selection!r} has no beta "
+                              f"(it would be ignored); remove it or use selection: ranked")
+        beta = v.as_float(m["beta"], v.join(path, "beta"), minimum=0.0)
+    else:
+        beta = 1.0 if SELECTIONS[selection] else 0.0
+    if "steps" in m and "fraction" in m:
+        raise ConfigError(f"{path}: give either steps or fraction, not both "
+                          f"(steps={m['steps']!r}, fraction={m['fraction']!r})")
+    steps = v.as_int(m["steps"], v.join(path, "steps"), minimum=1) if "steps" in m else None
+    fraction = (v.as_float(m["fraction"], v.join(path, "fraction"), minimum=0.0,
+                           min_exclusive=True, maximum=1.0) if "fraction" in m else None)
+    return PhaseSpec(name=name, selection=selection, beta=beta, steps=steps, fraction=fraction)
+
+
+def _parse(raw: Any) -> Config:
+    m = v.require_mapping(raw, "config")
+    v.check_keys(m, _TOP_KEYS, "")
+    seed = v.as_int(m.get("seed", 0), "seed", minimum=0)
+    total = m.get("total_steps")
+    total = None if total is None else v.as_int(total, "total_steps", minimum=1)
+    pool_factor = v.as_int(m.get("pool_factor", 2), "pool_factor", minimum=1)
+    res = m.get("score_resolution")
+    res = None if res is None else v.as_int(res, "score_resolution", minimum=1)
+    autocast = m.get("autocast")
+    if autocast is not None:
+        autocast = v.as_str(autocast, "autocast", choices=_AUTOCAST)
+    input_key = _parse_key(m.get("input_key"), "input_key")
+    target_key = _parse_key(m.get("target_key"), "target_key")
+
+    default_phases = "phases" not in m
+    if default_phases:
+        raw_phases = list(DEFAULT_PHASES if total is not None else DEFAULT_PHASES_OPEN_ENDED)
+    else:
+        raw_phases = v.as_list(m["phases"], "phases")
+        if not raw_phases:
+            raise ConfigError("phases: must list at least one phase")
+    phases = tuple(_parse_phase(p, v.join("phases", i)) for i, p in enumerate(raw_phases))
+    seen: dict[str, int] = {}
+    for i, p in enumerate(phases):
+        if p.name in seen:
+            raise ConfigError(f"phases[{i}].name: {p.name!r} is already the name of "
+                              f"phases[{seen[p.name]}]")
+        seen[p.name] = i
+    if pool_factor < 2 and any(p.selects for p in phases):
+        first = next(i for i, p in enumerate(phases) if p.selects)
+        raise ConfigError(f"pool_factor: must be >= 2 when a phase selects (phases[{first}] "
+                          f"uses {phases[first].selection!r}; a pool of one batch leaves "
+                          f"nothing to choose), got {pool_factor}")
+    cfg = Config(seed=seed, total_steps=total, pool_factor=pool_factor, score_resolution=res,
+                 autocast=autocast, input_key=input_key, target_key=target_key,
+                 phases=phases, default_phases=default_phases, _raw=dict(m))
+    _resolve(phases, total)  # fail now, not mid-training
+    return cfg
+
+
+def _resolve(phases: Sequence[PhaseSpec], total: int | None) -> tuple[Phase, ...]:
+    open_idx = [i for i, p in enumerate(phases) if p.steps is None and p.fraction is None]
+    if len(open_idx) > 1:
+        raise ConfigError(f"phases[{open_idx[1]}]: has no length, but phases[{open_idx[0]}] "
+                          f"already takes the rest; give it steps or fraction")
+    lengths: list[int | None] = []
+    for i, p in enumerate(phases):
+        if p.fraction is not None:
+            if total is None:
+                raise ConfigError(f"total_steps: required because phases[{i}] ({p.name}) "
+                                  f"uses fraction: {p.fraction}")
+            n = round(p.fraction * total)
+            if n < 1:
+                raise ConfigError(f"phases[{i}].fraction: {p.fraction} of total_steps {total} "
+                                  f"is less than one step")
+            lengths.append(n)
+        else:
+            lengths.append(p.steps)
+    fixed = sum(n for n in lengths if n is not None)
+    if total is not None:
+        if open_idx:
+            rest = total - fixed
+            if rest < 1:
+                i = open_idx[0]
+                raise ConfigError(f"phases[{i}] ({phases[i].name}): takes the rest of "
+                                  f"total_steps {total}, but the other phases already use "
+                                  f"{fixed} steps")
+            lengths[open_idx[0]] = rest
+        elif fixed != total:
+            raise ConfigError(f"phases: lengths add up to {fixed} steps, but total_steps is "
+                              f"{total}; make them match or give one phase no length")
+    elif open_idx and open_idx[0] != len(phases) - 1:
+        i = open_idx[0]
+        raise ConfigError(f"total_steps: required because phases[{i}] ({phases[i].name}) has "
+                          f"no length and is not the last phase, so its end is unknown")
+    out, start = [], 0
+    for p, n in zip(phases, lengths):
+        stop = None if n is None else start + n
+        out.append(Phase(p.name, start, stop, p.selection, p.beta))
+        start = stop if stop is not None else start
+    return tuple(out)
+
+
+def phase_at(phases: Sequence[Phase], step: int) -> Phase:
+    """The phase that holds ``step``; past the planned end, the last phase goes on."""
+    for p in phases:
+        if step in p:
+            return p
+    return phases[-1]

@@ -1,0 +1,47 @@
+"""What SmartLoader reports after each yielded batch."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Numbers for one yielded batch (``loader.stats``; also passed to the step callback).
+
+    Times are host wall-clock seconds (``time.perf_counter``); on a GPU they cover launching
+    the work, not waiting for it, because the selection path never synchronises. Loss means
+    are ``None`` in uniform phases, where nothing is scored.
+    """
+
+    step: int                        #: index of this batch over the run, from 0
+    epoch: int
+    phase: str                       #: name of the phase this step belongs to
+    selection: str                   #: its rule: uniform, ranked, ...
+    beta: float
+    pool_size: int                   #: samples the batch was chosen from
+    batch_size: int                  #: samples yielded
+    pool_loss_mean: float | None     #: mean scoring loss of the pool
+    selected_loss_mean: float | None  #: mean scoring loss of the chosen samples
+    pool_time_s: float               #: concatenating the pool
+    score_time_s: float              #: the scoring forward (moving, resizing, loss)
+    select_time_s: float             #: ranking, drawing, subsetting
+    uniform_fallbacks: int           #: steps so far whose scores were NaN/inf (drawn uniformly)
+    short_pools: int                 #: end-of-epoch pools smaller than pool_factor batches so far
+
+    @property
+    def overhead_s(self) -> float:
+        """Everything SmartLoader added to this step, scoring included."""
+        return self.pool_time_s + self.score_time_s + self.select_time_s
+
+
+def materialize(stats: StepStats) -> StepStats:
+    """Replace 0-d tensors (kept to avoid host syncs) by Python numbers."""
+    changes = {}
+    for f in dataclasses.fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, torch.Tensor):
+            changes[f.name] = value.item() if value.dtype.is_floating_point else int(value.item())
+    return dataclasses.replace(stats, **changes) if changes else stats

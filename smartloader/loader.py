@@ -95,7 +95,8 @@ class SmartLoader:
         self._epoch = 0
         self._consumed = 0
         self._epoch_start_step = 0
-        self._active = False
+        self._active = False      # an iterator is running (guards load_state_dict)
+        self._mid_epoch = False   # the consumer holds batches of an unfinished epoch
         self._resume: dict | None = None
         self._token = 0
         self._generator: torch.Generator | None = None
@@ -159,7 +160,7 @@ class SmartLoader:
         except TypeError:
             raise TypeError(f"len() needs a wrapped loader with a length; "
                             f"{type(self.loader).__name__} has none") from None
-        if self._active:
+        if self._mid_epoch:
             step = self._epoch_start_step
         elif self._resume is not None:
             step = self._resume["epoch_start_step"]
@@ -197,7 +198,7 @@ class SmartLoader:
                     "generator": r["generator"], "generator_device": r["generator_device"],
                     "uniform_fallbacks": int(self._fallbacks), "short_pools": self._short_pools,
                     "config": self.config.to_dict()}
-        mid = self._active and self._consumed > 0
+        mid = self._mid_epoch and self._consumed > 0
         gen = self._generator
         return {
             "version": _STATE_VERSION,
@@ -243,6 +244,7 @@ class SmartLoader:
         self._short_pools = int(state["short_pools"])
         self._stats = None
         self._resume = None
+        self._mid_epoch = False
         if state["consumed"] > 0:
             self._resume = {k: state[k] for k in ("epoch", "consumed", "epoch_start_step",
                                                   "generator", "generator_device")}
@@ -276,6 +278,7 @@ class SmartLoader:
             skip, self._epoch_start_step = 0, self._step
         self._consumed = 0
         self._active = True
+        self._mid_epoch = True
         it = iter(self.loader)
         try:
             for _ in range(skip):
@@ -316,6 +319,8 @@ class SmartLoader:
                 yield self._select(pool, sizes, phase)
             self._report_fallbacks()
             self._epoch = epoch + 1
+            self._mid_epoch = False
+            self._consumed = 0
         finally:
             if token == self._token:
                 self._active = False

@@ -1,0 +1,29 @@
+"""Command line: ``smartloader demo`` (and the other subcommands as they land)."""
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "demo": "train a small CNN uniform vs. through SmartLoader and print a table",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = ["usage: smartloader COMMAND [options]", "", "commands:"]
+        lines += [f"  {name:10} {text}" for name, text in COMMANDS.items()]
+        out = sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr
+        if argv and argv[0] not in ("-h", "--help"):
+            lines.insert(0, f"smartloader: unknown command {argv[0]!r}")
+        print("\n".join(lines), file=out)
+        return 0 if out is sys.stdout else 2
+    command, rest = argv[0], argv[1:]
+    if command == "demo":
+        from .demo import main as demo
+        return demo(rest)
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

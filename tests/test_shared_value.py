@@ -78,3 +78,10 @@ def test_plain_pickle_copies_value():
     v = SharedValue(3.0)
     w = pickle.loads(pickle.dumps(v))
     assert w.get() == 3.0
+
+
+def test_docstring_example():
+    import doctest
+    import smartloader.shared_value as module
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

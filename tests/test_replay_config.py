@@ -93,3 +93,9 @@ def test_bad_config_names_the_key_path(section, message):
 def test_custom_path_prefix():
     with pytest.raises(ConfigError, match=r"^phases\[0\]\.replay\.k: "):
         parse_replay({"capacity": 1, "k": -1}, path="phases[0].replay")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_device_without_cuda_fails_when_built():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        parse_replay({"capacity": 4, "device": "cuda"}).build_memory()

@@ -59,6 +59,9 @@ class ReplayConfig:
             device = torch.device(model_device)
         else:
             device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            # fail when the run is built, not at the first replay insert
+            raise ValueError(f"replay.device is {self.device!r} but CUDA is not available")
         return ReplayMemory(capacity_from(self.capacity, dataset_size), policy=self.policy,
                             priority=self.priority, alpha=self.alpha, device=device,
                             pin_memory=pin_memory, seed=seed)

@@ -6,10 +6,14 @@ as a known limitation (Ch. 4: Food-101, whose labels are noisy, gains only x1.3 
 x1.4-1.7; ``../shared/ALGORITHMS.md`` §1). The guard is our addition, in the spirit of the
 small-loss criterion of Co-teaching (Han et al. 2018): a sample whose score is above the
 ``percentile`` (default 0.95) of its pool on ``patience`` (default 3) *consecutive*
-appearances is flagged, and while flagged its score is lowered to the pool median, so the
-ranked rule gives it a middling weight (about ``0.5 ** beta``) instead of the top weight. It
-is not removed: a hard but correctly labelled sample that the model then learns drops below
-the percentile, its streak resets and the flag clears.
+appearances is flagged, and while flagged its score is lowered to the pool median
+(``cap_to: median``, default), so the ranked rule gives it a middling weight (about
+``0.5 ** beta``, roughly the uniform rate) instead of the top weight; ``cap_to: min`` lowers
+it to the pool minimum (weight about ``(1/n) ** beta``, nearly never chosen). It is not
+removed: a hard but correctly labelled sample that the model then learns drops below the
+percentile, its streak resets and the flag clears. The guard works when noise is rarer than
+``1 - percentile`` of a pool; with more noisy samples than that, they push each other out
+of the extreme tail and their streaks keep resetting.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ._validate import as_float, as_int, check_keys, require_mapping, join
+from ._validate import as_float, as_int, as_str, check_keys, join, require_mapping
 
 __all__ = ["flag_extreme", "NoisyLabelGuard", "build_noisy_guard"]
 
@@ -48,11 +52,15 @@ class NoisyLabelGuard:
     flagged now; :attr:`last_capped` how many scores the last call lowered.
     """
 
-    def __init__(self, percentile: float = 0.95, patience: int = 3) -> None:
+    def __init__(self, percentile: float = 0.95, patience: int = 3,
+                 cap_to: str = "median") -> None:
         if not 0.0 < percentile < 1.0:
             raise ValueError(f"percentile must be in (0, 1), got {percentile!r}")
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience!r}")
+        if cap_to not in ("median", "min"):
+            raise ValueError(f"cap_to must be 'median' or 'min', got {cap_to!r}")
+        self.cap_to = cap_to
         self.percentile, self.patience = float(percentile), int(patience)
         self._streak = torch.zeros(0, dtype=torch.int32)
         self.last_capped = 0
@@ -90,8 +98,9 @@ class NoisyLabelGuard:
         self.last_capped = int(capped.sum())
         if self.last_capped == 0:
             return scores
-        median = scores[torch.isfinite(scores)].median()
-        return torch.where(capped, torch.minimum(scores, median), scores)
+        finite = scores[torch.isfinite(scores)]
+        level = finite.median() if self.cap_to == "median" else finite.min()
+        return torch.where(capped, torch.minimum(scores, level), scores)
 
     def state_dict(self) -> dict[str, Any]:
         return {"streak": self._streak.clone()}
@@ -104,10 +113,11 @@ class NoisyLabelGuard:
 
 
 def build_noisy_guard(mapping: Any, path: str = "noisy_guard") -> NoisyLabelGuard:
-    """``{percentile: 0.95, patience: 3}``; errors name the key path."""
+    """``{percentile: 0.95, patience: 3, cap_to: median}``; errors name the key path."""
     m = require_mapping(mapping, path)
-    check_keys(m, ["percentile", "patience"], path)
+    check_keys(m, ["percentile", "patience", "cap_to"], path)
     percentile = as_float(m.get("percentile", 0.95), join(path, "percentile"), minimum=0.0,
                           maximum=1.0, min_exclusive=True, max_exclusive=True)
     patience = as_int(m.get("patience", 3), join(path, "patience"), minimum=1)
-    return NoisyLabelGuard(percentile, patience)
+    cap_to = as_str(m.get("cap_to", "median"), join(path, "cap_to"), choices=["median", "min"])
+    return NoisyLabelGuard(percentile, patience, cap_to)

@@ -16,7 +16,8 @@ def test_change_level_exact_values():
     assert change_level([1, 1, 1, 1], 2) == ("never", None)
     assert change_level([1, 1, 2, 2, 3, 3], 2) == ("epoch", 2)
     assert change_level([1, 1, 2, 2, 3, 3], 3) == ("iteration", 2)
-    assert change_level([1, 1, 1, 2], 3) == ("iteration", 3)
+    assert change_level([1, 1, 1, 2], 3) == ("epoch", 3)
+    assert change_level([1, 1, 1, 2, 2], 4) == ("iteration", 3)
     with pytest.raises(ValueError):
         change_level([1], 0)
 

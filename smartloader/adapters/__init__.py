@@ -1,0 +1,10 @@
+"""Optional adapters for fast loaders (FFCV, NVIDIA DALI).
+
+Only :mod:`.capabilities` is imported here; ``smartloader.adapters.ffcv`` and
+``smartloader.adapters.dali`` import their library when *they* are imported, so
+``import smartloader`` never needs ffcv or nvidia-dali. Install both with
+``ci/install-adapters.sh``.
+"""
+from .capabilities import LEVELS, Capabilities, change_level, check_capabilities
+
+__all__ = ["LEVELS", "Capabilities", "change_level", "check_capabilities"]

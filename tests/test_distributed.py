@@ -132,3 +132,15 @@ def test_ddp_syncbatchnorm_scoring_runs_no_collectives(tmp_path):
     assert r0["training_flag_kept"]
     assert r0["steps"] == r1["steps"] == 4
     assert r0["unchanged"] and r1["unchanged"]
+
+
+def test_yaml_in_docs_distributed_loads():
+    import pathlib
+    import re
+
+    import yaml
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "distributed.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        smartloader.load_config(yaml.safe_load(block))

@@ -12,6 +12,7 @@ Schema (``docs/config.md`` has the long form)::
     autocast: null          # null | bfloat16 | float16: dtype of the scoring forward
     input_key: null         # where the input is: null = position 0 / key "image"
     target_key: null        # where the target is: null = position 1 / key "label"
+    selection_scope: local  # local | global: rank within this rank's pool or all ranks' pools
     phases:                 # in order; exactly one phase may omit its length
       - {name: warmup, steps: 500, selection: uniform}
       - {name: select, selection: ranked, beta: 1.0}
@@ -47,7 +48,8 @@ DEFAULT_PHASES_OPEN_ENDED: tuple[dict, ...] = (
 )
 
 _TOP_KEYS = ("seed", "total_steps", "pool_factor", "score_resolution", "autocast",
-             "input_key", "target_key", "phases")
+             "input_key", "target_key", "phases", "selection_scope")
+_SCOPES = ("local", "global")
 _PHASE_KEYS = ("name", "steps", "fraction", "selection", "beta")
 _AUTOCAST = ("bfloat16", "float16")
 
@@ -101,6 +103,8 @@ class Config:
     input_key: KeyPath | None = None
     target_key: KeyPath | None = None
     phases: tuple[PhaseSpec, ...] = ()
+    #: ``local``: each rank ranks its own pool; ``global``: all ranks' pools (docs/distributed.md)
+    selection_scope: str = "local"
     #: True when the user gave no ``phases`` and the defaults were used.
     default_phases: bool = False
     _raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -112,6 +116,8 @@ class Config:
             "score_resolution": self.score_resolution, "autocast": self.autocast,
             "input_key": _key_to_yaml(self.input_key), "target_key": _key_to_yaml(self.target_key),
         }
+        if self.selection_scope != "local":  # omitted at its default: older states still load
+            out["selection_scope"] = self.selection_scope
         if not self.default_phases:
             out["phases"] = [_phase_to_dict(p) for p in self.phases]
         return out
@@ -229,6 +235,7 @@ def _parse(raw: Any) -> Config:
         autocast = v.as_str(autocast, "autocast", choices=_AUTOCAST)
     input_key = _parse_key(m.get("input_key"), "input_key")
     target_key = _parse_key(m.get("target_key"), "target_key")
+    scope = v.as_str(m.get("selection_scope", "local"), "selection_scope", choices=_SCOPES)
 
     default_phases = "phases" not in m
     if default_phases:
@@ -251,7 +258,8 @@ def _parse(raw: Any) -> Config:
                           f"nothing to choose), got {pool_factor}")
     cfg = Config(seed=seed, total_steps=total, pool_factor=pool_factor, score_resolution=res,
                  autocast=autocast, input_key=input_key, target_key=target_key,
-                 phases=phases, default_phases=default_phases, _raw=dict(m))
+                 phases=phases, default_phases=default_phases, selection_scope=scope,
+                 _raw=dict(m))
     _resolve(phases, total)  # fail now, not mid-training
     return cfg
 

@@ -1,6 +1,7 @@
 """SmartLoader: wrap any iterable of batches and yield batches chosen by online selection."""
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import warnings
@@ -10,6 +11,7 @@ import torch
 
 from . import batch as B
 from .config import Config, Phase, load_config, phase_at
+from .distributed import DistributedSync
 from .scoring import ModelHandle
 from .selection import _gumbel_top_k, ranked_log_weights
 from .stats import StepStats, materialize
@@ -89,6 +91,8 @@ class SmartLoader:
         self._handle = ModelHandle(model, loss_fn, cfg.score_resolution, cfg.autocast)
         self._callback = callback
         self._rank = _dist_rank()
+        #: collectives under torch.distributed (equal step counts, global selection)
+        self.distributed = DistributedSync(cfg.selection_scope)
         bs = getattr(loader, "batch_size", None)
         self._batch_size: int | None = bs if isinstance(bs, int) and bs > 0 else None
         self._step = 0
@@ -160,6 +164,8 @@ class SmartLoader:
         except TypeError:
             raise TypeError(f"len() needs a wrapped loader with a length; "
                             f"{type(self.loader).__name__} has none") from None
+        if self.distributed.batch_limit is not None:  # agreed by all ranks this epoch
+            n = min(n, self.distributed.batch_limit)
         if self._mid_epoch:
             step = self._epoch_start_step
         elif self._resume is not None:
@@ -267,6 +273,7 @@ class SmartLoader:
     def _run(self, token: int) -> Iterator[Any]:
         epoch = self._epoch
         self._forward_epoch(epoch)
+        limit = self.distributed.epoch_limit(self.loader, epoch)
         gen = self._ensure_generator()
         resume, self._resume = self._resume, None
         if resume is not None and resume["epoch"] == epoch:
@@ -292,6 +299,8 @@ class SmartLoader:
                 self._consumed += 1
             if skip:
                 logger.info("resumed epoch %d: re-read %d wrapped batches", epoch, skip)
+            if limit is not None:  # every rank reads the same number of batches
+                it = itertools.islice(it, max(0, limit - self._consumed))
             pool: list = []
             sizes: list[int] = []
             phase = phase_at(self._phases, self._step)
@@ -375,6 +384,7 @@ class SmartLoader:
         n = sum(sizes)
         k = self._batch_size or sizes[0]
         if n <= k:  # a short last pool: nothing to choose from
+            self.distributed.skip()
             out = pool[0] if len(pool) == 1 else B.concat_batches(pool, sizes)
             return self._emit(out, phase, n, n, times=(time.perf_counter() - t0, 0.0, 0.0))
         pooled = pool[0] if len(pool) == 1 else B.concat_batches(pool, sizes)
@@ -392,7 +402,8 @@ class SmartLoader:
         """Ranked draw; a pool with NaN/inf scores is drawn uniformly instead (no host sync:
         the fallback is a device-side ``where``, and the count a device tensor)."""
         finite = torch.isfinite(losses).all()
-        log_w = ranked_log_weights(losses, phase.beta)
+        log_w = (self.distributed.log_weights(losses, phase.beta) if self.distributed.is_global
+                 else ranked_log_weights(losses, phase.beta))
         log_w = torch.where(finite, log_w, torch.zeros_like(log_w))
         index = _gumbel_top_k(log_w, k, self._generator)
         self._fallbacks = self._fallbacks + (~finite).to(torch.int64)

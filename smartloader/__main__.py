@@ -5,6 +5,8 @@ import sys
 
 COMMANDS = {
     "demo": "train a small CNN uniform vs. through SmartLoader and print a table",
+    "plan": "print the phases, schedules, input shapes and compute of a config",
+    "validate": "check a config file and list every problem with its key path",
 }
 
 
@@ -22,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     if command == "demo":
         from .demo import main as demo
         return demo(rest)
+    if command == "plan":
+        from .commands import plan_main
+        return plan_main(rest)
+    if command == "validate":
+        from .commands import validate_main
+        return validate_main(rest)
     raise AssertionError(command)
 
 

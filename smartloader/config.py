@@ -17,6 +17,10 @@ Schema (``docs/config.md`` has the long form)::
       - {name: warmup, steps: 500, selection: uniform}
       - {name: select, selection: ranked, beta: 1.0}
       - {name: cooldown, fraction: 0.1, selection: uniform}
+    resolution: null        # training-resolution schedule (docs/schedules.md)
+    score_scale: null       # scoring resolution = round(score_scale x training resolution)
+    augment: null           # augmentation-magnitude schedule (loader.magnitude)
+    lr: null                # learning-rate schedule (loader.lr_scheduler(optimizer))
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import yaml
 
 from . import _validate as v
 from .errors import ConfigError
+from .schedules import SCHEDULE_KEYS, Schedules, parse_schedules
 
 __all__ = ["Config", "PhaseSpec", "Phase", "load_config", "SELECTIONS", "DEFAULT_PHASES"]
 
@@ -48,7 +53,7 @@ DEFAULT_PHASES_OPEN_ENDED: tuple[dict, ...] = (
 )
 
 _TOP_KEYS = ("seed", "total_steps", "pool_factor", "score_resolution", "autocast",
-             "input_key", "target_key", "phases", "selection_scope")
+             "input_key", "target_key", "phases", "selection_scope") + SCHEDULE_KEYS
 _SCOPES = ("local", "global")
 _PHASE_KEYS = ("name", "steps", "fraction", "selection", "beta")
 _AUTOCAST = ("bfloat16", "float16")
@@ -107,6 +112,10 @@ class Config:
     selection_scope: str = "local"
     #: True when the user gave no ``phases`` and the defaults were used.
     default_phases: bool = False
+    #: The parsed ``resolution``/``score_scale``/``augment``/``lr`` keys (absent = None).
+    schedules: Schedules = field(default_factory=Schedules)
+    #: Those keys as written, so ``to_dict`` round-trips them.
+    schedule_raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     _raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +129,7 @@ class Config:
             out["selection_scope"] = self.selection_scope
         if not self.default_phases:
             out["phases"] = [_phase_to_dict(p) for p in self.phases]
+        out.update(self.schedule_raw)
         return out
 
     def replace(self, **overrides: Any) -> "Config":
@@ -256,10 +266,16 @@ def _parse(raw: Any) -> Config:
         raise ConfigError(f"pool_factor: must be >= 2 when a phase selects (phases[{first}] "
                           f"uses {phases[first].selection!r}; a pool of one batch leaves "
                           f"nothing to choose), got {pool_factor}")
+    schedules = parse_schedules(m, total)
+    if schedules.score_scale is not None and res is not None:
+        raise ConfigError(f"score_scale, score_resolution: give one, not both (score_scale "
+                          f"{schedules.score_scale} follows the training resolution, "
+                          f"score_resolution {res} fixes it)")
+    schedule_raw = {k: m[k] for k in SCHEDULE_KEYS if m.get(k) is not None}
     cfg = Config(seed=seed, total_steps=total, pool_factor=pool_factor, score_resolution=res,
                  autocast=autocast, input_key=input_key, target_key=target_key,
                  phases=phases, default_phases=default_phases, selection_scope=scope,
-                 _raw=dict(m))
+                 schedules=schedules, schedule_raw=schedule_raw, _raw=dict(m))
     _resolve(phases, total)  # fail now, not mid-training
     return cfg
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from . import batch as B
+from .apply import ScheduleApplier
 from .config import Config, Phase, load_config, phase_at
 from .distributed import DistributedSync
 from .scoring import ModelHandle
@@ -89,6 +90,8 @@ class SmartLoader:
         self.loader = loader
         self._phases: tuple[Phase, ...] = cfg.resolve_phases()
         self._handle = ModelHandle(model, loss_fn, cfg.score_resolution, cfg.autocast)
+        self._schedules = ScheduleApplier(cfg.schedules, cfg.total_steps, cfg.score_resolution,
+                                          self._handle)
         self._callback = callback
         self._rank = _dist_rank()
         #: collectives under torch.distributed (equal step counts, global selection)
@@ -130,6 +133,25 @@ class SmartLoader:
     def stats(self) -> StepStats | None:
         """Numbers for the last yielded batch; ``None`` before the first."""
         return None if self._stats is None else materialize(self._stats)
+
+    @property
+    def magnitude(self):
+        """:class:`~smartloader.shared_value.SharedValue` holding the augmentation magnitude
+        of the step about to be produced (set every step; 5.0 without an ``augment``
+        schedule). Pass it to transforms running in DataLoader workers; see
+        :mod:`smartloader.apply` for the prefetch lag."""
+        return self._schedules.magnitude
+
+    @property
+    def resolution(self) -> int | None:
+        """Training resolution of the step about to be produced (``stats.resolution`` is the
+        last yielded batch's); ``None`` without a ``resolution`` schedule."""
+        return self._schedules.resolution_at(self._step)
+
+    def lr_scheduler(self, optimizer: torch.optim.Optimizer):
+        """The config's ``lr`` schedule as an ``LRScheduler`` on ``optimizer``; call its
+        ``step()`` after every ``optimizer.step()``. Raises ``ValueError`` without ``lr``."""
+        return self._schedules.lr_scheduler(optimizer)
 
     @property
     def phases(self) -> tuple[Phase, ...]:
@@ -251,6 +273,7 @@ class SmartLoader:
         self._stats = None
         self._resume = None
         self._mid_epoch = False
+        self._schedules.begin_step(self._step)
         if state["consumed"] > 0:
             self._resume = {k: state[k] for k in ("epoch", "consumed", "epoch_start_step",
                                                   "generator", "generator_device")}
@@ -354,6 +377,7 @@ class SmartLoader:
             self._handle.losses(inputs[:probe], t)
 
     def _enter_phase(self) -> Phase:
+        self._schedules.begin_step(self._step)
         phase = phase_at(self._phases, self._step)
         if phase.name != self._last_phase:
             logger.info("step %d: phase %r (%s%s)", self._step, phase.name, phase.selection,
@@ -368,12 +392,13 @@ class SmartLoader:
 
     def _emit(self, batch: Any, phase: Phase, pool_size: int, size: int,
               pool_loss=None, sel_loss=None, times=(0.0, 0.0, 0.0)) -> Any:
+        batch, scheduled = self._schedules.finish(batch, self._keys[0], self._step)
         self._stats = StepStats(
             step=self._step, epoch=self._epoch, phase=phase.name, selection=phase.selection,
             beta=phase.beta, pool_size=pool_size, batch_size=size, pool_loss_mean=pool_loss,
             selected_loss_mean=sel_loss, pool_time_s=times[0], score_time_s=times[1],
             select_time_s=times[2], uniform_fallbacks=self._fallbacks,
-            short_pools=self._short_pools)
+            short_pools=self._short_pools, **scheduled)
         self._step += 1
         if self._callback is not None:
             self._callback(materialize(self._stats))

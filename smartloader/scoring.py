@@ -85,6 +85,9 @@ class ModelHandle:
         self.model = model
         self.loss_fn = loss_fn or default_loss
         self.resolution = resolution
+        #: When set (and ``resolution`` is None), score at ``round(scale * shorter side)``
+        #: of each pool as loaded (``score_scale`` without a resolution schedule).
+        self.scale: float | None = None
         self.autocast = None if autocast is None else getattr(torch, autocast)
 
     @property
@@ -99,7 +102,10 @@ class ModelHandle:
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         """Move ``inputs`` to the model's device and resize them to the scoring resolution."""
         x = inputs.to(self.device, non_blocking=True)
-        return downsample(x, self.resolution)
+        res = self.resolution
+        if res is None and self.scale is not None and x.dim() == 4:
+            res = max(1, round(self.scale * min(x.shape[-2:])))
+        return downsample(x, res)
 
     def losses(self, inputs: torch.Tensor, targets: Any) -> torch.Tensor:
         """Per-sample losses (float32, on the model's device) of a pool."""

@@ -30,6 +30,8 @@ class StepStats:
     select_time_s: float             #: ranking, drawing, subsetting
     uniform_fallbacks: int           #: steps so far whose scores were NaN/inf (drawn uniformly)
     short_pools: int                 #: end-of-epoch pools smaller than pool_factor batches so far
+    resolution: int | None = None    #: training resolution of this batch (px); None = as loaded
+    magnitude: float | None = None   #: augmentation magnitude of this step; None = no schedule
 
     @property
     def overhead_s(self) -> float:

@@ -178,7 +178,8 @@ def test_magnitude_reaches_dataloader_workers_mid_epoch():
     ds.magnitude = loader.magnitude  # hand it over before the workers start (first iter)
     seen = []
     for step, (_, _, mags) in enumerate(loader):
-        assert torch.all(mags == mags[0])  # one value per batch (built at one time)
+        # read live per sample: it may rise between the samples of one batch, never fall
+        assert torch.all(mags[1:] >= mags[:-1])
         seen.append(float(mags[0]))
     assert len(seen) == total
     schedule = [10 * s / total for s in range(total)]

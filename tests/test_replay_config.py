@@ -58,7 +58,7 @@ def test_int_capacity_is_samples_and_float_is_fraction():
     ({"policy": "fifo"}, "replay.capacity: is required"),
     # number out of range
     ({"capacity": 0}, "replay.capacity: must be >= 1, got 0"),
-    ({"capacity": 1.5}, "replay.capacity: must be <= 1.0, got 1.5"),
+    ({"capacity": 1.5}, "replay.capacity: must be <= 1, got 1.5"),
     # wrong type
     ({"capacity": "5%"}, "replay.capacity: must be an integer (samples) or a float"),
     ({"capacity": True}, "replay.capacity: must be an integer"),
@@ -71,7 +71,7 @@ def test_int_capacity_is_samples_and_float_is_fraction():
     ({"capacity": 1, "priority": {"type": "per"}}, "replay.priority.type: must be one of"),
     ({"capacity": 1, "priority": {}}, "replay.priority.type: is required"),
     ({"capacity": 1, "priority": {"type": "epr", "alpha": 2}},
-     "replay.priority.alpha: must be <= 1.0"),
+     "replay.priority.alpha: must be <= 1"),
     ({"capacity": 1, "priority": {"type": "epr", "alpha": {"start": 1.0}}},
      "replay.priority.alpha.end: is required"),
     ({"capacity": 1, "priority": {"type": "epr", "alpha": {"start": 1, "end": 0, "decay": "step"}}},
@@ -82,7 +82,7 @@ def test_int_capacity_is_samples_and_float_is_fraction():
     ({"capacity": 1, "mode": "mix", "k": 3}, "replay.k: only valid with mode: steps"),
     ({"capacity": 1, "fraction": 0.5}, "replay.fraction: only valid with mode: mix"),
     ({"capacity": 1, "k": 0}, "replay.k: must be >= 1, got 0"),
-    ({"capacity": 1, "mode": "mix", "fraction": 1.0}, "replay.fraction: must be < 1.0"),
+    ({"capacity": 1, "mode": "mix", "fraction": 1.0}, "replay.fraction: must be < 1"),
 ])
 def test_bad_config_names_the_key_path(section, message):
     with pytest.raises(ConfigError) as info:

@@ -113,8 +113,8 @@ def test_super_progressive_inherits_lr_warmup():
              "warmup_steps": 1}}, 10, "lr.batch_size: must be >= 1"),
     ({"lr": {"type": "linear_scaling", "base_lr": 0.1, "batch_size": 8, "warmup_steps": 1,
              "decay": "step"}}, 10, "lr.decay: must be one of none, cosine"),
-    ({"score_scale": 1.5}, 10, "score_scale: must be <= 1.0"),
-    ({"score_scale": 0}, 10, "score_scale: must be > 0.0"),
+    ({"score_scale": 1.5}, 10, "score_scale: must be <= 1"),
+    ({"score_scale": 0}, 10, "score_scale: must be > 0"),
 ])
 def test_config_errors_name_the_key(config, total, message):
     with pytest.raises(ConfigError) as info:

@@ -81,7 +81,7 @@ def test_guard_selects_fewer_noisy_samples():
 
 
 @pytest.mark.parametrize("mapping, message", [
-    ({"percentile": 1.0}, "n.percentile: must be < 1.0"),
+    ({"percentile": 1.0}, "n.percentile: must be < 1"),
     ({"patience": 0}, "n.patience: must be >= 1"),
     ({"cap": 0.1}, "n.cap: unknown key"),
     ({"cap_to": "mean"}, "n.cap_to: must be one of median, min"),

@@ -13,9 +13,14 @@ Schema (``docs/config.md`` has the long form)::
     input_key: null         # where the input is: null = position 0 / key "image"
     target_key: null        # where the target is: null = position 1 / key "label"
     selection_scope: local  # local | global: rank within this rank's pool or all ranks' pools
+    index_key: null         # where the sample ids are (needed by scorer history, noisy_guard)
+    scorer: null            # {type: low_res_loss | history | proxy, ...} (docs/strategies.md)
+    noisy_guard: null       # {percentile, patience, cap_to}: cap scores of always-extreme ids
+    batch_transform: null   # {type: mixup | cutmix, alpha, num_classes}: after selection
     phases:                 # in order; exactly one phase may omit its length
       - {name: warmup, steps: 500, selection: uniform}
-      - {name: select, selection: ranked, beta: 1.0}
+      - {name: select, selection: ranked, beta: 1.0}   # or uniform | topk |
+      #   selective_backprop (beta, window)
       - {name: cooldown, fraction: 0.1, selection: uniform}
     resolution: null        # training-resolution schedule (docs/schedules.md)
     score_scale: null       # scoring resolution = round(score_scale x training resolution)
@@ -34,11 +39,13 @@ import yaml
 from . import _validate as v
 from .errors import ConfigError
 from .schedules import SCHEDULE_KEYS, Schedules, parse_schedules
+from .strategy import STRATEGY_KEYS, parse_strategies
 
 __all__ = ["Config", "PhaseSpec", "Phase", "load_config", "SELECTIONS", "DEFAULT_PHASES"]
 
 #: Selection rules a phase may name, and whether they read ``beta``.
-SELECTIONS: dict[str, bool] = {"uniform": False, "ranked": True}
+SELECTIONS: dict[str, bool] = {"uniform": False, "ranked": True, "topk": False,
+                               "selective_backprop": True}
 
 #: The paper's shape: a short uniform warm-up, ranked selection (beta 1), 10% uniform cool-down.
 DEFAULT_PHASES: tuple[dict, ...] = (
@@ -53,9 +60,10 @@ DEFAULT_PHASES_OPEN_ENDED: tuple[dict, ...] = (
 )
 
 _TOP_KEYS = ("seed", "total_steps", "pool_factor", "score_resolution", "autocast",
-             "input_key", "target_key", "phases", "selection_scope") + SCHEDULE_KEYS
+             "input_key", "target_key", "phases", "selection_scope") + SCHEDULE_KEYS \
+    + STRATEGY_KEYS
 _SCOPES = ("local", "global")
-_PHASE_KEYS = ("name", "steps", "fraction", "selection", "beta")
+_PHASE_KEYS = ("name", "steps", "fraction", "selection", "beta", "window")
 _AUTOCAST = ("bfloat16", "float16")
 
 
@@ -68,6 +76,8 @@ class PhaseSpec:
     beta: float = 0.0
     steps: int | None = None
     fraction: float | None = None
+    #: selective_backprop only: losses in its percentile window (None = the default 1024)
+    window: int | None = None
 
     @property
     def selects(self) -> bool:
@@ -84,6 +94,7 @@ class Phase:
     stop: int | None
     selection: str
     beta: float
+    window: int | None = None
 
     @property
     def selects(self) -> bool:
@@ -116,6 +127,9 @@ class Config:
     schedules: Schedules = field(default_factory=Schedules)
     #: Those keys as written, so ``to_dict`` round-trips them.
     schedule_raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: ``index_key``/``scorer``/``noisy_guard``/``batch_transform`` as written (validated;
+    #: absent keys are left out), built into objects by :mod:`smartloader.strategy`.
+    strategies: Mapping[str, Any] = field(default_factory=dict, repr=False)
     _raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +144,7 @@ class Config:
         if not self.default_phases:
             out["phases"] = [_phase_to_dict(p) for p in self.phases]
         out.update(self.schedule_raw)
+        out.update(self.strategies)  # absent at their defaults: older states still load
         return out
 
     def replace(self, **overrides: Any) -> "Config":
@@ -155,6 +170,8 @@ def _phase_to_dict(p: PhaseSpec) -> dict:
     d: dict[str, Any] = {"name": p.name, "selection": p.selection}
     if SELECTIONS.get(p.selection, False):
         d["beta"] = p.beta
+    if p.window is not None:
+        d["window"] = p.window
     if p.steps is not None:
         d["steps"] = p.steps
     if p.fraction is not None:
@@ -218,17 +235,25 @@ def _parse_phase(raw: Any, path: str) -> PhaseSpec:
     if "beta" in m:
         if not SELECTIONS[selection]:
             raise ConfigError(f"{v.join(path, 'beta')}: selection {selection!r} has no beta "
-                              f"(it would be ignored); remove it or use selection: ranked")
+                              f"(it would be ignored); remove it or use selection: ranked or "
+                              f"selective_backprop")
         beta = v.as_float(m["beta"], v.join(path, "beta"), minimum=0.0)
     else:
         beta = 1.0 if SELECTIONS[selection] else 0.0
+    window = None
+    if "window" in m:
+        if selection != "selective_backprop":
+            raise ConfigError(f"{v.join(path, 'window')}: only selection selective_backprop "
+                              f"has a window, this phase uses {selection!r}")
+        window = v.as_int(m["window"], v.join(path, "window"), minimum=1)
     if "steps" in m and "fraction" in m:
         raise ConfigError(f"{path}: give either steps or fraction, not both "
                           f"(steps={m['steps']!r}, fraction={m['fraction']!r})")
     steps = v.as_int(m["steps"], v.join(path, "steps"), minimum=1) if "steps" in m else None
     fraction = (v.as_float(m["fraction"], v.join(path, "fraction"), minimum=0.0,
                            min_exclusive=True, maximum=1.0) if "fraction" in m else None)
-    return PhaseSpec(name=name, selection=selection, beta=beta, steps=steps, fraction=fraction)
+    return PhaseSpec(name=name, selection=selection, beta=beta, steps=steps, fraction=fraction,
+                     window=window)
 
 
 def _parse(raw: Any) -> Config:
@@ -272,10 +297,12 @@ def _parse(raw: Any) -> Config:
                           f"{schedules.score_scale} follows the training resolution, "
                           f"score_resolution {res} fixes it)")
     schedule_raw = {k: m[k] for k in SCHEDULE_KEYS if m.get(k) is not None}
+    strategies = parse_strategies(m, phases, scope)
     cfg = Config(seed=seed, total_steps=total, pool_factor=pool_factor, score_resolution=res,
                  autocast=autocast, input_key=input_key, target_key=target_key,
                  phases=phases, default_phases=default_phases, selection_scope=scope,
-                 schedules=schedules, schedule_raw=schedule_raw, _raw=dict(m))
+                 schedules=schedules, schedule_raw=schedule_raw, strategies=strategies,
+                 _raw=dict(m))
     _resolve(phases, total)  # fail now, not mid-training
     return cfg
 
@@ -318,7 +345,7 @@ def _resolve(phases: Sequence[PhaseSpec], total: int | None) -> tuple[Phase, ...
     out, start = [], 0
     for p, n in zip(phases, lengths):
         stop = None if n is None else start + n
-        out.append(Phase(p.name, start, stop, p.selection, p.beta))
+        out.append(Phase(p.name, start, stop, p.selection, p.beta, p.window))
         start = stop if stop is not None else start
     return tuple(out)
 

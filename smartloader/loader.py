@@ -16,6 +16,7 @@ from .distributed import DistributedSync
 from .scoring import ModelHandle
 from .selection import _gumbel_top_k, ranked_log_weights
 from .stats import StepStats, materialize
+from .strategy import Strategies
 
 __all__ = ["SmartLoader", "wrap"]
 
@@ -23,7 +24,7 @@ logger = logging.getLogger("smartloader")
 
 _STATE_VERSION = 1
 _STATE_KEYS = {"version", "step", "epoch", "consumed", "epoch_start_step", "generator",
-               "generator_device", "uniform_fallbacks", "short_pools", "config"}
+               "generator_device", "uniform_fallbacks", "short_pools", "config", "strategies"}
 _MASK64 = (1 << 64) - 1
 
 
@@ -93,6 +94,8 @@ class SmartLoader:
         self._schedules = ScheduleApplier(cfg.schedules, cfg.total_steps, cfg.score_resolution,
                                           self._handle)
         self._callback = callback
+        self._strategies = Strategies(cfg.strategies, self._phases, model,
+                                      _mix_seed(cfg.seed, 0x6D6978, _dist_rank()))
         self._rank = _dist_rank()
         #: collectives under torch.distributed (equal step counts, global selection)
         self.distributed = DistributedSync(cfg.selection_scope)
@@ -225,7 +228,8 @@ class SmartLoader:
                     "consumed": r["consumed"], "epoch_start_step": r["epoch_start_step"],
                     "generator": r["generator"], "generator_device": r["generator_device"],
                     "uniform_fallbacks": int(self._fallbacks), "short_pools": self._short_pools,
-                    "config": self.config.to_dict()}
+                    "config": self.config.to_dict(),
+                    "strategies": self._strategies.state_dict()}
         mid = self._mid_epoch and self._consumed > 0
         gen = self._generator
         return {
@@ -239,6 +243,7 @@ class SmartLoader:
             "uniform_fallbacks": int(self._fallbacks),
             "short_pools": self._short_pools,
             "config": self.config.to_dict(),
+            "strategies": self._strategies.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -270,6 +275,7 @@ class SmartLoader:
         self._fallbacks = int(state["uniform_fallbacks"])
         self._fallbacks_reported = self._fallbacks
         self._short_pools = int(state["short_pools"])
+        self._strategies.load_state_dict(state["strategies"])
         self._stats = None
         self._resume = None
         self._mid_epoch = False
@@ -306,6 +312,7 @@ class SmartLoader:
         else:
             gen.manual_seed(_mix_seed(self.config.seed, epoch, self._rank))
             skip, self._epoch_start_step = 0, self._step
+        self._strategies.start_epoch(epoch, resumed=bool(skip))
         self._consumed = 0
         self._active = True
         self._mid_epoch = True
@@ -391,14 +398,19 @@ class SmartLoader:
         return phase
 
     def _emit(self, batch: Any, phase: Phase, pool_size: int, size: int,
-              pool_loss=None, sel_loss=None, times=(0.0, 0.0, 0.0)) -> Any:
+              pool_loss=None, sel_loss=None, times=(0.0, 0.0, 0.0),
+              scored_by: str | None = None) -> Any:
+        batch = self._strategies.emit(batch, self._keys)
         batch, scheduled = self._schedules.finish(batch, self._keys[0], self._step)
         self._stats = StepStats(
             step=self._step, epoch=self._epoch, phase=phase.name, selection=phase.selection,
             beta=phase.beta, pool_size=pool_size, batch_size=size, pool_loss_mean=pool_loss,
             selected_loss_mean=sel_loss, pool_time_s=times[0], score_time_s=times[1],
             select_time_s=times[2], uniform_fallbacks=self._fallbacks,
-            short_pools=self._short_pools, **scheduled)
+            short_pools=self._short_pools, scored_by=scored_by,
+            scoring_forwards=self._strategies.forwards, forwards_skipped=self._strategies.skipped,
+            noisy_flagged=(None if self._strategies.guard is None
+                           else self._strategies.guard.num_flagged), **scheduled)
         self._step += 1
         if self._callback is not None:
             self._callback(materialize(self._stats))
@@ -414,18 +426,25 @@ class SmartLoader:
             return self._emit(out, phase, n, n, times=(time.perf_counter() - t0, 0.0, 0.0))
         pooled = pool[0] if len(pool) == 1 else B.concat_batches(pool, sizes)
         t1 = time.perf_counter()
-        ik, tk = self._keys
-        losses = self._handle.losses(B.get_field(pooled, ik), B.get_field(pooled, tk))
+        scores, losses, by = self._strategies.score(pooled, self._keys, self._step,
+                                                    self._handle)
         t2 = time.perf_counter()
-        index = self._choose(losses, k, phase)
+        index = self._choose(scores, k, phase)
         out = B.take(pooled, index, n)
         sel = losses.index_select(0, index).mean()
         t3 = time.perf_counter()
-        return self._emit(out, phase, n, k, losses.mean(), sel, (t1 - t0, t2 - t1, t3 - t2))
+        return self._emit(out, phase, n, k, losses.mean(), sel, (t1 - t0, t2 - t1, t3 - t2),
+                          scored_by=by)
 
     def _choose(self, losses: torch.Tensor, k: int, phase: Phase) -> torch.Tensor:
         """Ranked draw; a pool with NaN/inf scores is drawn uniformly instead (no host sync:
-        the fallback is a device-side ``where``, and the count a device tensor)."""
+        the fallback is a device-side ``where``, and the count a device tensor). Other rules
+        go to their selector (:mod:`smartloader.strategy`), with the same fallback."""
+        if phase.selection != "ranked":
+            index, fell_back = self._strategies.choose(losses, k, phase, self._generator)
+            self._fallbacks = self._fallbacks + int(fell_back)
+            self._report_fallbacks()
+            return index
         finite = torch.isfinite(losses).all()
         log_w = (self.distributed.log_weights(losses, phase.beta) if self.distributed.is_global
                  else ranked_log_weights(losses, phase.beta))
@@ -435,6 +454,12 @@ class SmartLoader:
         if losses.device.type == "cpu":
             self._report_fallbacks()
         return index
+
+    def report_losses(self, losses: torch.Tensor) -> None:
+        """Optional: the per-sample training losses (``reduction='none'``) of the batch just
+        yielded, in its order. The scorer observes them (the ``history`` scorer's table, the
+        ``proxy`` scorer's bank); the loop works without it."""
+        self._strategies.report_losses(losses)
 
     def _report_fallbacks(self) -> None:
         total = int(self._fallbacks)

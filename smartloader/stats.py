@@ -32,6 +32,10 @@ class StepStats:
     short_pools: int                 #: end-of-epoch pools smaller than pool_factor batches so far
     resolution: int | None = None    #: training resolution of this batch (px); None = as loaded
     magnitude: float | None = None   #: augmentation magnitude of this step; None = no schedule
+    scored_by: str | None = None     #: "forward" (low-res pass) or "scorer" (none); None = unscored
+    scoring_forwards: int = 0        #: scoring forwards run so far in the run
+    forwards_skipped: int = 0        #: selection steps so far scored without a forward
+    noisy_flagged: int | None = None  #: sample ids the noisy guard flags now; None = no guard
 
     @property
     def overhead_s(self) -> float:

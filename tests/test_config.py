@@ -16,7 +16,7 @@ from helpers import scorer_model
     ({"score_resolution": 0}, "score_resolution: must be >= 1, got 0"),
     ({"autocast": "fp8"}, "autocast: must be one of bfloat16, float16, got 'fp8'"),
     ({"phases": [{"name": "a", "selection": "greedy"}]},
-     "phases[0].selection: must be one of uniform, ranked, got 'greedy'"),
+     "phases[0].selection: must be one of uniform, ranked, topk, selective_backprop, got 'greedy'"),
     ({"phases": [{"name": "a", "selection": "uniform", "beta": 1.0}]},
      "phases[0].beta: selection 'uniform' has no beta"),
     ({"phases": [{"steps": 3}]}, "phases[0].name: required"),

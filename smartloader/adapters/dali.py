@@ -1,4 +1,4 @@
-"""NVIDIA DALI adapter: ``(index, image, label)`` batches, resolution and magnitude per batch.
+"""NVIDIA DALI adapter: ``{"image", "label", "index"}`` batches, resolution and magnitude per batch.
 
 Tested with nvidia-dali-cuda120 2.4.0 on CPU (``device_id=None``). Design, from what was
 measured (see docs/adapters-dali.md):
@@ -145,7 +145,8 @@ def build_classification_pipeline(
 
 
 class DALIAdapter:
-    """Iterate a DALI pipeline (or iterator) as ``(index LongTensor[B], image, label)``.
+    """Iterate a DALI pipeline (or iterator) as dicts ``{"image", "label", "index"}``
+    (``label``/``index``: LongTensor[B]), the layout SmartLoader reads by default.
 
     ``iterator_or_pipeline``: a pipeline from :func:`build_classification_pipeline` (an
     iterator with ``PARTIAL`` last batches over reader ``"Reader"`` is made for it), or a
@@ -157,7 +158,7 @@ class DALIAdapter:
     Example::
 
         pipe = build_classification_pipeline(files, labels, 256, size_fn=lambda b, e: 160)
-        for index, image, label in DALIAdapter(pipe, labels=labels):
+        for batch in DALIAdapter(pipe, labels=labels):   # batch["image"], ["label"], ["index"]
             ...
     """
 
@@ -198,7 +199,7 @@ class DALIAdapter:
         not change the order (exact resume needs DALI checkpointing)."""
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for outputs in self.iterator:
             out = outputs[0]
             index = out["index"].reshape(-1).to(torch.long)
@@ -206,5 +207,5 @@ class DALIAdapter:
                 continue
             label = (out["label"].reshape(-1).to(torch.long) if self._has_label
                      else self.labels[index])
-            yield index, out["image"], label
+            yield {"image": out["image"], "label": label, "index": index}
         self.epoch += 1

@@ -1,4 +1,4 @@
-"""FFCV adapter: ``(index, image, label)`` batches that are safe to keep, plus resolution per epoch.
+"""FFCV adapter: ``{"image", "label", "index"}`` batches that are safe to keep, plus resolution per epoch.
 
 Tested with ffcv 1.0.2 (built from the sdist, ``ffcv.__version__`` still says ``0.0.3rc1``),
 numba 0.68.1, numpy 2.4.6, torch 2.13 CPU. What this module works around:
@@ -109,7 +109,10 @@ def _shutdown(it: EpochIterator, timeout: float = 10.0) -> None:
 
 
 class FFCVAdapter:
-    """Iterate an FFCV ``Loader`` as ``(index LongTensor[B], image, label LongTensor[B])``.
+    """Iterate an FFCV ``Loader`` as dicts ``{"image", "label": LongTensor[B], "index": LongTensor[B]}``.
+
+    Dicts with keys ``image``/``label`` are what SmartLoader reads by default, so
+    ``smartloader.wrap(adapter, model, config)`` needs no ``input_key``/``target_key``.
 
     ``loader`` must have outputs named ``image``, ``label`` and (preferably) ``index``, as
     written by :func:`write_beton`; other names via ``names``. Without an index output the
@@ -126,7 +129,7 @@ class FFCVAdapter:
         for epoch in range(epochs):
             adapter.set_epoch(epoch)
             adapter.set_resolution(res_for(epoch))    # applies at this iter()
-            for index, image, label in adapter:
+            for batch in adapter:         # batch["image"], batch["label"], batch["index"]
                 ...
     """
 
@@ -221,7 +224,7 @@ class FFCVAdapter:
             _shutdown(self._current)
             self._current = None
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.close()
         self._apply_pending_size()
         self._restart_now = False
@@ -229,7 +232,7 @@ class FFCVAdapter:
         it = iter(self.loader)          # advances loader.next_epoch
         return self._generate(it)
 
-    def _generate(self, it: EpochIterator) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _generate(self, it: EpochIterator) -> Iterator[dict[str, torch.Tensor]]:
         self._current = it
         order = np.asarray(it.order)
         consumed = 0                    # samples already yielded this epoch
@@ -255,7 +258,7 @@ class FFCVAdapter:
                     n = image.shape[0]
                     index = torch.from_numpy(order[consumed:consumed + n].astype(np.int64))
                 consumed += len(index)
-                yield index, image, label
+                yield {"image": image, "label": label, "index": index}
         finally:
             _shutdown(it)
             if self._current is it:

@@ -30,7 +30,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .capabilities import Capabilities
 
-__all__ = ["build_classification_pipeline", "DALIAdapter", "batches_per_epoch"]
+__all__ = ["build_classification_pipeline", "DALIAdapter", "batches_per_epoch", "schedule_fns"]
 
 SizeFn = Callable[[int, int], "int | Sequence[int]"]
 MagnitudeFn = Callable[[int, int], float]
@@ -42,6 +42,55 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 def batches_per_epoch(num_samples: int, batch_size: int, num_shards: int = 1) -> int:
     """Pipeline iterations per epoch for a padded, sharded reader (same on every shard)."""
     return math.ceil(math.ceil(num_samples / num_shards) / batch_size)
+
+
+def schedule_fns(config: Any, batches_per_epoch: int, default_size: int | None = None
+                 ) -> tuple[SizeFn | None, MagnitudeFn | None]:
+    """``(size_fn, magnitude_fn)`` for :func:`build_classification_pipeline` that follow a
+    smartloader config's ``resolution`` and ``augment`` schedules.
+
+    ``config``: anything :func:`smartloader.load_config` accepts (pass the same one to
+    ``smartloader.wrap``). ``batches_per_epoch``: pipeline iterations per epoch
+    (:func:`batches_per_epoch`). Pipeline batch ``b`` is mapped to the training step it
+    feeds with :func:`~smartloader.adapters.capabilities.loader_batch_steps`: one batch per
+    step in uniform phases, ``pool_factor`` consecutive batches per step in selection
+    phases, pools never crossing an epoch end. The mapping is exact for a run from step 0,
+    epoch after epoch; it drifts after ``set_epoch`` jumps or a resume from another position
+    (DALI's own iteration counter restarts with the pipeline), and slightly when a padded
+    shard's empty last batch is skipped (SmartLoader then sees one batch fewer that epoch).
+    Since SmartLoader resizes every yielded batch to its step's scheduled resolution anyway,
+    a drift costs an extra resize, not a wrong size.
+
+    ``size_fn`` is ``None`` without a ``resolution`` schedule unless ``default_size`` is
+    given (then it returns that). ``magnitude_fn`` is ``None`` without ``augment``; it maps
+    smartloader's magnitude 0..10 to the pipeline's strength 0..1.
+    """
+    from ..config import load_config
+    from ..schedules.magnitude import MAX_MAGNITUDE
+    from .capabilities import loader_batch_steps
+
+    cfg = load_config(config)
+    steps: list[int] = []
+    walk = loader_batch_steps(cfg, batches_per_epoch)
+
+    def step_of(batch_index: int) -> int:
+        while len(steps) <= batch_index:
+            steps.append(next(walk)[2])
+        return steps[batch_index]
+
+    res, aug = cfg.schedules.resolution, cfg.schedules.augment
+    size_fn: SizeFn | None = None
+    if res is not None:
+        def size_fn(batch_index: int, epoch: int) -> int:
+            return int(res(step_of(batch_index)))
+    elif default_size is not None:
+        def size_fn(batch_index: int, epoch: int) -> int:
+            return default_size
+    magnitude_fn: MagnitudeFn | None = None
+    if aug is not None:
+        def magnitude_fn(batch_index: int, epoch: int) -> float:
+            return float(aug(step_of(batch_index))) / MAX_MAGNITUDE
+    return size_fn, magnitude_fn
 
 
 class _PerBatch:
@@ -161,6 +210,9 @@ class DALIAdapter:
         for batch in DALIAdapter(pipe, labels=labels):   # batch["image"], ["label"], ["index"]
             ...
     """
+
+    #: name used in capability error messages
+    adapter_name = "dali"
 
     def __init__(self, iterator_or_pipeline: Any, labels: Sequence[int] | None = None, *,
                  reader_name: str = "Reader",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import time
+import weakref
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -133,6 +134,9 @@ class FFCVAdapter:
                 ...
     """
 
+    #: name used in capability error messages
+    adapter_name = "ffcv"
+
     def __init__(self, loader: Loader, decoder: Any | None = None, *,
                  names: Sequence[str] = ("image", "label", "index")) -> None:
         image_name, label_name, *rest = names
@@ -148,6 +152,7 @@ class FFCVAdapter:
         self._pending_size: tuple[int, int] | None = None
         self._restart_now = False
         self._current: EpochIterator | None = None
+        self._smart: Any = None          # weakref to the SmartLoader driving this adapter
         self.epoch = loader.next_epoch
 
     @classmethod
@@ -206,6 +211,19 @@ class FFCVAdapter:
         self._pending_size = _as_size(resolution)
         self._restart_now = now and self._current is not None
 
+    def smartloader_attach(self, smart: Any) -> None:
+        """Called by ``smartloader.wrap`` (after the capability check): from now on every
+        ``iter()`` first calls :meth:`smartloader_epoch_start` with ``smart.resolution``,
+        the scheduled resolution of the epoch's first step (SmartLoader iterates this
+        adapter once per epoch, after ``set_epoch``). The check has made sure the schedule
+        only changes at epoch boundaries, so the whole epoch loads at the right size."""
+        self._smart = weakref.ref(smart)
+
+    def smartloader_epoch_start(self, resolution: int | Sequence[int] | None) -> None:
+        """Load the coming epoch at ``resolution`` (``None``: keep the decoder's size)."""
+        if resolution is not None and self.decoder is not None:
+            self.set_resolution(resolution)
+
     @property
     def resolution(self) -> tuple[int, int] | None:
         """Size the *next* epoch (or restart) decodes at."""
@@ -226,6 +244,9 @@ class FFCVAdapter:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.close()
+        smart = self._smart() if self._smart is not None else None
+        if smart is not None:
+            self.smartloader_epoch_start(smart.resolution)
         self._apply_pending_size()
         self._restart_now = False
         self.epoch = self.loader.next_epoch

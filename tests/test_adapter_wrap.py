@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+try:  # import DALI before FFCV/numba run: importing it afterwards in the same CPython 3.11
+    import nvidia.dali  # noqa: F401  process has failed with "SystemError: AST constructor
+except ImportError:     # recursion depth mismatch" (seen here, in ast.literal_eval)
+    pass
+
 import smartloader
 from smartloader.errors import ConfigError
 
@@ -224,7 +229,7 @@ def test_dali_wrap_resolution_follows_schedule_every_iteration(files):
             yielded.append(tuple(batch["image"].shape[-2:]))
     batch_steps = [0, 0, 1, 1, 2, 3, 3, 4, 4, 5, 6, 6, 7, 7, 8]
     assert spy.sizes == [(res(s), res(s)) for s in batch_steps]
-    assert len(set(spy.sizes)) == 4 and spy.sizes[7] != spy.sizes[8]   # changes mid-epoch
+    assert len(set(spy.sizes)) == 4 and spy.sizes[8] != spy.sizes[9]   # step 4 -> 5, mid epoch 1
     assert yielded == [(res(s), res(s)) for s in range(9)]
     assert seen_stats == [(s, res(s)) for s in range(9)]
 
@@ -236,8 +241,9 @@ def test_dali_wrap_selects_hard_samples(files):
         for batch in loader:
             check_truth(batch, atol=1e-3)
             picked += batch["index"].tolist()
+    # 5 loader batches per epoch: one pool of 4 (selected) + one lone batch (passed through)
     hard = sum(is_hard(i) for i in picked) / len(picked)
-    assert hard > 0.25, f"hard fraction {hard:.2f} (uniform would give 0.125)"
+    assert hard > 0.2, f"hard fraction {hard:.2f} (uniform would give 0.125)"
 
 
 def test_dali_declared_epoch_capability_fails_at_wrap(files):

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from . import batch as B
+from .adapters.capabilities import on_wrap as _adapter_hook
 from .apply import ScheduleApplier
 from .config import Config, Phase, load_config, phase_at
 from .distributed import DistributedSync
@@ -121,6 +122,7 @@ class SmartLoader:
             logger.warning("total_steps not given: using a 100-step uniform warm-up then "
                            "ranked selection to the end, without the 10%% uniform cool-down "
                            "(it needs the end of training); pass total_steps=N to get it")
+        _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters/)
         for p in self._phases:
             if p.selects and cfg.pool_factor < 1 + p.beta:
                 logger.warning("phase %r: beta %.3g with pool_factor %d; the paper keeps "

@@ -44,7 +44,14 @@ def plain(**kw):
 
 
 def epoch_of(adapter):
-    return [(i.clone(), x.clone(), y.clone()) for i, x, y in adapter]
+    return [(b["index"].clone(), b["image"].clone(), b["label"].clone()) for b in adapter]
+
+
+def triples(adapter):
+    """The adapter's dict batches as ``(index, image, label)``."""
+    for b in adapter:
+        assert set(b) == {"image", "label", "index"}
+        yield b["index"], b["image"], b["label"]
 
 
 def test_batches_have_indices_images_and_labels(dataset):
@@ -89,7 +96,7 @@ def test_size_follows_the_schedule_every_batch_with_no_lag(dataset):
     adapter = DALIAdapter(pipe, labels=labels)
     step = 0
     for epoch in range(3):
-        for index, image, label in adapter:
+        for index, image, label in triples(adapter):
             assert tuple(image.shape[-2:]) == size(step, epoch), f"step {step}"
             step += 1
     assert step == 15
@@ -105,7 +112,7 @@ def test_magnitude_changes_per_batch(dataset):
     pipe = build_classification_pipeline(files, labels, 5, size_fn=lambda b, e: 20,
                                          magnitude_fn=magnitude,
                                          **plain(seed=5, random_area=(1.0, 1.0)))
-    for step, (index, image, label) in enumerate(DALIAdapter(pipe, labels=labels)):
+    for step, (index, image, label) in enumerate(triples(DALIAdapter(pipe, labels=labels))):
         flat = image.flatten(2)               # [B, 3, H*W]
         constant = ((flat.max(2).values - flat.min(2).values) == 0).all(1)
         if step % 2 == 0:

@@ -49,6 +49,13 @@ def beton(tmp_path_factory):
     return str(path)
 
 
+def triples(adapter):
+    """The adapter's dict batches as ``(index, image, label)``."""
+    for b in adapter:
+        assert set(b) == {"image", "label", "index"}
+        yield b["index"], b["image"], b["label"]
+
+
 def assert_matches_truth(index, image, label):
     assert index.dtype == torch.long and label.dtype == torch.long
     assert torch.equal(label, index % 10)
@@ -60,7 +67,7 @@ def assert_matches_truth(index, image, label):
 def test_batches_have_indices_images_and_labels(beton):
     adapter = FFCVAdapter.from_beton(beton, batch_size=10, resolution=16, seed=3)
     assert len(adapter) == 7
-    batches = list(adapter)
+    batches = list(triples(adapter))
     assert [len(b[0]) for b in batches] == [10] * 6 + [4]
     seen = torch.cat([b[0] for b in batches])
     assert sorted(seen.tolist()) == list(range(N))
@@ -71,7 +78,7 @@ def test_batches_have_indices_images_and_labels(beton):
 
 def test_held_batches_survive_ffcv_buffer_reuse(beton):
     adapter = FFCVAdapter.from_beton(beton, batch_size=8, resolution=12, batches_ahead=1)
-    held = list(adapter)                      # keep every batch of the epoch
+    held = list(triples(adapter))                     # keep every batch of the epoch
     assert len(held) == 8
     for index, image, label in held:
         assert_matches_truth(index, image, label)
@@ -89,13 +96,13 @@ def test_held_batches_survive_ffcv_buffer_reuse(beton):
 def test_resolution_changes_at_the_next_epoch_only(beton):
     adapter = FFCVAdapter.from_beton(beton, batch_size=16, resolution=16)
     sizes = []
-    for batch_no, (index, image, label) in enumerate(adapter):
+    for batch_no, (index, image, label) in enumerate(triples(adapter)):
         if batch_no == 0:
             adapter.set_resolution(24)        # mid-epoch: ignored until the next iter()
         sizes.append(tuple(image.shape[-2:]))
     assert sizes == [(16, 16)] * 4
     assert adapter.resolution == (24, 24)
-    second = list(adapter)
+    second = list(triples(adapter))
     assert [tuple(b[1].shape[-2:]) for b in second] == [(24, 24)] * 4
     for batch in second:
         assert_matches_truth(*batch)
@@ -104,10 +111,10 @@ def test_resolution_changes_at_the_next_epoch_only(beton):
 def test_resolution_now_restarts_on_the_remaining_order(beton):
     adapter = FFCVAdapter.from_beton(beton, batch_size=16, resolution=16)
     adapter.set_epoch(5)
-    expected_order = [b[0] for b in adapter]
+    expected_order = [b[0] for b in triples(adapter)]
     adapter.set_epoch(5)
     sizes, indices = [], []
-    for batch_no, (index, image, label) in enumerate(adapter):
+    for batch_no, (index, image, label) in enumerate(triples(adapter)):
         if batch_no == 1:
             adapter.set_resolution((20, 12), now=True)
         sizes.append(tuple(image.shape[-2:]))
@@ -119,10 +126,10 @@ def test_resolution_now_restarts_on_the_remaining_order(beton):
 
 def test_set_epoch_replays_an_epoch_order(beton):
     adapter = FFCVAdapter.from_beton(beton, batch_size=16, resolution=8, seed=1)
-    first = torch.cat([b[0] for b in adapter])
-    second = torch.cat([b[0] for b in adapter])
+    first = torch.cat([b[0] for b in triples(adapter)])
+    second = torch.cat([b[0] for b in triples(adapter)])
     adapter.set_epoch(0)
-    replay = torch.cat([b[0] for b in adapter])
+    replay = torch.cat([b[0] for b in triples(adapter)])
     assert torch.equal(first, replay)
     assert not torch.equal(first, second)
 
@@ -152,7 +159,7 @@ def test_indices_from_traversal_order_without_index_field(beton):
                                "label": [IntDecoder(), ToTensor()],
                                "index": None})
     adapter = FFCVAdapter(loader, names=("image", "label"))
-    batches = list(adapter)
+    batches = list(triples(adapter))
     assert sorted(torch.cat([b[0] for b in batches]).tolist()) == list(range(N))
     for batch in batches:
         assert_matches_truth(*batch)

@@ -7,8 +7,9 @@ example, ignores a decoder size change until the next epoch).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -121,3 +122,124 @@ def check_capabilities(caps: Capabilities, wants: Mapping[str, Any], adapter_nam
     if wants.get("distributed") and not caps.distributed:
         raise ConfigError(f"distributed: the {adapter_name} adapter cannot shard data across "
                           "ranks; run on one process or shard the dataset yourself")
+
+
+# -- SmartLoader integration ----------------------------------------------------------------
+# SmartLoader.__init__ calls :func:`on_wrap` once; everything adapter-specific lives here.
+
+#: Epochs planned when the config has no ``total_steps`` (only schedules that do not need
+#: it, e.g. ``constant``, are possible then, so a short horizon is enough).
+OPEN_ENDED_EPOCHS = 10
+
+
+def loader_batch_steps(config: Any, batches_per_epoch: int) -> Iterator[tuple[int, int, int]]:
+    """``(loader batch index over the run, epoch, training step)`` for every batch of the
+    wrapped loader, endlessly, in the order SmartLoader consumes them.
+
+    A uniform step consumes one loader batch; a selection step consumes ``pool_factor``
+    (the phase is the one of the step the pool starts); a pool never crosses an epoch end
+    (the last pool of an epoch may be short). This is exact for a run that starts at step 0
+    and goes epoch after epoch with ``batches_per_epoch`` batches each; it drifts after a
+    ``set_epoch`` jump, a resume from another position, or when ranks agree on fewer batches
+    (distributed ``batch_limit``), and when the loader yields fewer batches than its ``len``.
+    """
+    from ..config import phase_at
+    if batches_per_epoch < 1:
+        raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch!r}")
+    phases = config.resolve_phases()
+    pool = config.pool_factor
+    step = batch = epoch = 0
+    while True:
+        consumed = 0
+        while consumed < batches_per_epoch:
+            take = min(pool if phase_at(phases, step).selects else 1,
+                       batches_per_epoch - consumed)
+            for _ in range(take):
+                yield batch, epoch, step
+                batch += 1
+            consumed += take
+            step += 1
+        epoch += 1
+
+
+def planned_change(schedule: Any, config: Any, batches_per_epoch: int | None
+                   ) -> tuple[str, int | None]:
+    """:func:`change_level` of ``schedule`` (a function of the training step) over the
+    loader batches of the planned run: ``(level, first training step that needs it)``.
+
+    The plan covers ``total_steps`` (or :data:`OPEN_ENDED_EPOCHS` epochs without it). Each
+    loader batch gets the value of the training step it feeds (see
+    :func:`loader_batch_steps`), so a change is an epoch-boundary change only when it falls
+    on the first batch of an epoch. Without ``batches_per_epoch`` (a loader without ``len``)
+    any change counts as ``iteration`` (conservative).
+    """
+    total = config.total_steps
+    if batches_per_epoch is None:
+        horizon = total if total is not None else 1
+        first = schedule(0)
+        for step in range(1, horizon):
+            if schedule(step) != first:
+                return "iteration", step
+        return "never", None
+    level, at = "never", None
+    prev_value = prev_epoch = None
+    cache: dict[int, Any] = {}
+    for _, epoch, step in loader_batch_steps(config, batches_per_epoch):
+        if (total is not None and step >= total) or (total is None
+                                                      and epoch >= OPEN_ENDED_EPOCHS):
+            break
+        value = cache.get(step)
+        if value is None:
+            cache.clear()
+            value = cache[step] = schedule(step)
+        if prev_value is not None and value != prev_value:
+            if epoch == prev_epoch:
+                return "iteration", step
+            if level == "never":
+                level, at = "epoch", step
+        prev_value, prev_epoch = value, epoch
+    return level, at
+
+
+def check_loader(loader: Any, config: Any) -> None:
+    """Raise :class:`~smartloader.errors.ConfigError` if ``config``'s resolution schedule
+    changes more often than ``loader.capabilities`` allows. Loaders without a
+    :class:`Capabilities` ``capabilities`` attribute are not checked.
+
+    The ``augment`` magnitude is *not* enforced: SmartLoader only publishes it
+    (``loader.magnitude``), and applying it on device after loading is a valid use with any
+    adapter; a changing magnitude with an adapter that cannot apply it is logged.
+    """
+    caps = getattr(loader, "capabilities", None)
+    if not isinstance(caps, Capabilities):
+        return
+    name = getattr(loader, "adapter_name", None) or type(loader).__name__
+    try:
+        per_epoch: int | None = len(loader)
+    except TypeError:
+        per_epoch = None
+    if per_epoch == 0:
+        per_epoch = None
+    wants: dict[str, Any] = {}
+    schedules = config.schedules
+    if schedules.resolution is not None:
+        level, step = planned_change(schedules.resolution, config, per_epoch)
+        wants["resolution"] = {"changes": level, "step": step}
+    check_capabilities(caps, wants, name)
+    if schedules.augment is not None and caps.magnitude != "iteration":
+        level, step = planned_change(schedules.augment, config, per_epoch)
+        if _RANK[level] > _RANK[caps.magnitude]:
+            logging.getLogger("smartloader").warning(
+                "augment: the %s adapter cannot apply a magnitude that changes %s (first at "
+                "step %s); read loader.magnitude and augment after loading", name,
+                "within an epoch" if level == "iteration" else "between epochs", step)
+
+
+def on_wrap(loader: Any, smart: Any) -> None:
+    """SmartLoader's construction hook: check ``loader``'s capabilities against the config
+    and, if the loader has ``smartloader_attach(smart)``, let it follow ``smart``'s
+    schedules (the FFCV adapter sets its decoder resolution at each epoch start)."""
+    check_loader(loader, smart.config)
+    attach = getattr(loader, "smartloader_attach", None)
+    if callable(attach):
+        attach(smart)

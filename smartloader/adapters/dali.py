@@ -1,4 +1,4 @@
-"""NVIDIA DALI adapter: ``(index, image, label)`` batches, resolution and magnitude per batch.
+"""NVIDIA DALI adapter: ``{"image", "label", "index"}`` batches, resolution and magnitude per batch.
 
 Tested with nvidia-dali-cuda120 2.4.0 on CPU (``device_id=None``). Design, from what was
 measured (see docs/adapters-dali.md):
@@ -30,7 +30,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .capabilities import Capabilities
 
-__all__ = ["build_classification_pipeline", "DALIAdapter", "batches_per_epoch"]
+__all__ = ["build_classification_pipeline", "DALIAdapter", "batches_per_epoch", "schedule_fns"]
 
 SizeFn = Callable[[int, int], "int | Sequence[int]"]
 MagnitudeFn = Callable[[int, int], float]
@@ -42,6 +42,55 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 def batches_per_epoch(num_samples: int, batch_size: int, num_shards: int = 1) -> int:
     """Pipeline iterations per epoch for a padded, sharded reader (same on every shard)."""
     return math.ceil(math.ceil(num_samples / num_shards) / batch_size)
+
+
+def schedule_fns(config: Any, batches_per_epoch: int, default_size: int | None = None
+                 ) -> tuple[SizeFn | None, MagnitudeFn | None]:
+    """``(size_fn, magnitude_fn)`` for :func:`build_classification_pipeline` that follow a
+    smartloader config's ``resolution`` and ``augment`` schedules.
+
+    ``config``: anything :func:`smartloader.load_config` accepts (pass the same one to
+    ``smartloader.wrap``). ``batches_per_epoch``: pipeline iterations per epoch
+    (:func:`batches_per_epoch`). Pipeline batch ``b`` is mapped to the training step it
+    feeds with :func:`~smartloader.adapters.capabilities.loader_batch_steps`: one batch per
+    step in uniform phases, ``pool_factor`` consecutive batches per step in selection
+    phases, pools never crossing an epoch end. The mapping is exact for a run from step 0,
+    epoch after epoch; it drifts after ``set_epoch`` jumps or a resume from another position
+    (DALI's own iteration counter restarts with the pipeline), and slightly when a padded
+    shard's empty last batch is skipped (SmartLoader then sees one batch fewer that epoch).
+    Since SmartLoader resizes every yielded batch to its step's scheduled resolution anyway,
+    a drift costs an extra resize, not a wrong size.
+
+    ``size_fn`` is ``None`` without a ``resolution`` schedule unless ``default_size`` is
+    given (then it returns that). ``magnitude_fn`` is ``None`` without ``augment``; it maps
+    smartloader's magnitude 0..10 to the pipeline's strength 0..1.
+    """
+    from ..config import load_config
+    from ..schedules.magnitude import MAX_MAGNITUDE
+    from .capabilities import loader_batch_steps
+
+    cfg = load_config(config)
+    steps: list[int] = []
+    walk = loader_batch_steps(cfg, batches_per_epoch)
+
+    def step_of(batch_index: int) -> int:
+        while len(steps) <= batch_index:
+            steps.append(next(walk)[2])
+        return steps[batch_index]
+
+    res, aug = cfg.schedules.resolution, cfg.schedules.augment
+    size_fn: SizeFn | None = None
+    if res is not None:
+        def size_fn(batch_index: int, epoch: int) -> int:
+            return int(res(step_of(batch_index)))
+    elif default_size is not None:
+        def size_fn(batch_index: int, epoch: int) -> int:
+            return default_size
+    magnitude_fn: MagnitudeFn | None = None
+    if aug is not None:
+        def magnitude_fn(batch_index: int, epoch: int) -> float:
+            return float(aug(step_of(batch_index))) / MAX_MAGNITUDE
+    return size_fn, magnitude_fn
 
 
 class _PerBatch:
@@ -145,7 +194,8 @@ def build_classification_pipeline(
 
 
 class DALIAdapter:
-    """Iterate a DALI pipeline (or iterator) as ``(index LongTensor[B], image, label)``.
+    """Iterate a DALI pipeline (or iterator) as dicts ``{"image", "label", "index"}``
+    (``label``/``index``: LongTensor[B]), the layout SmartLoader reads by default.
 
     ``iterator_or_pipeline``: a pipeline from :func:`build_classification_pipeline` (an
     iterator with ``PARTIAL`` last batches over reader ``"Reader"`` is made for it), or a
@@ -157,9 +207,12 @@ class DALIAdapter:
     Example::
 
         pipe = build_classification_pipeline(files, labels, 256, size_fn=lambda b, e: 160)
-        for index, image, label in DALIAdapter(pipe, labels=labels):
+        for batch in DALIAdapter(pipe, labels=labels):   # batch["image"], ["label"], ["index"]
             ...
     """
+
+    #: name used in capability error messages
+    adapter_name = "dali"
 
     def __init__(self, iterator_or_pipeline: Any, labels: Sequence[int] | None = None, *,
                  reader_name: str = "Reader",
@@ -198,7 +251,7 @@ class DALIAdapter:
         not change the order (exact resume needs DALI checkpointing)."""
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for outputs in self.iterator:
             out = outputs[0]
             index = out["index"].reshape(-1).to(torch.long)
@@ -206,5 +259,5 @@ class DALIAdapter:
                 continue
             label = (out["label"].reshape(-1).to(torch.long) if self._has_label
                      else self.labels[index])
-            yield index, out["image"], label
+            yield {"image": out["image"], "label": label, "index": index}
         self.epoch += 1

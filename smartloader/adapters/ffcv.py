@@ -1,4 +1,4 @@
-"""FFCV adapter: ``(index, image, label)`` batches that are safe to keep, plus resolution per epoch.
+"""FFCV adapter: ``{"image", "label", "index"}`` batches that are safe to keep, plus resolution per epoch.
 
 Tested with ffcv 1.0.2 (built from the sdist, ``ffcv.__version__`` still says ``0.0.3rc1``),
 numba 0.68.1, numpy 2.4.6, torch 2.13 CPU. What this module works around:
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import time
+import weakref
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -109,7 +110,10 @@ def _shutdown(it: EpochIterator, timeout: float = 10.0) -> None:
 
 
 class FFCVAdapter:
-    """Iterate an FFCV ``Loader`` as ``(index LongTensor[B], image, label LongTensor[B])``.
+    """Iterate an FFCV ``Loader`` as dicts ``{"image", "label": LongTensor[B], "index": LongTensor[B]}``.
+
+    Dicts with keys ``image``/``label`` are what SmartLoader reads by default, so
+    ``smartloader.wrap(adapter, model, config)`` needs no ``input_key``/``target_key``.
 
     ``loader`` must have outputs named ``image``, ``label`` and (preferably) ``index``, as
     written by :func:`write_beton`; other names via ``names``. Without an index output the
@@ -126,9 +130,12 @@ class FFCVAdapter:
         for epoch in range(epochs):
             adapter.set_epoch(epoch)
             adapter.set_resolution(res_for(epoch))    # applies at this iter()
-            for index, image, label in adapter:
+            for batch in adapter:         # batch["image"], batch["label"], batch["index"]
                 ...
     """
+
+    #: name used in capability error messages
+    adapter_name = "ffcv"
 
     def __init__(self, loader: Loader, decoder: Any | None = None, *,
                  names: Sequence[str] = ("image", "label", "index")) -> None:
@@ -145,6 +152,7 @@ class FFCVAdapter:
         self._pending_size: tuple[int, int] | None = None
         self._restart_now = False
         self._current: EpochIterator | None = None
+        self._smart: Any = None          # weakref to the SmartLoader driving this adapter
         self.epoch = loader.next_epoch
 
     @classmethod
@@ -203,6 +211,19 @@ class FFCVAdapter:
         self._pending_size = _as_size(resolution)
         self._restart_now = now and self._current is not None
 
+    def smartloader_attach(self, smart: Any) -> None:
+        """Called by ``smartloader.wrap`` (after the capability check): from now on every
+        ``iter()`` first calls :meth:`smartloader_epoch_start` with ``smart.resolution``,
+        the scheduled resolution of the epoch's first step (SmartLoader iterates this
+        adapter once per epoch, after ``set_epoch``). The check has made sure the schedule
+        only changes at epoch boundaries, so the whole epoch loads at the right size."""
+        self._smart = weakref.ref(smart)
+
+    def smartloader_epoch_start(self, resolution: int | Sequence[int] | None) -> None:
+        """Load the coming epoch at ``resolution`` (``None``: keep the decoder's size)."""
+        if resolution is not None and self.decoder is not None:
+            self.set_resolution(resolution)
+
     @property
     def resolution(self) -> tuple[int, int] | None:
         """Size the *next* epoch (or restart) decodes at."""
@@ -221,15 +242,18 @@ class FFCVAdapter:
             _shutdown(self._current)
             self._current = None
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.close()
+        smart = self._smart() if self._smart is not None else None
+        if smart is not None:
+            self.smartloader_epoch_start(smart.resolution)
         self._apply_pending_size()
         self._restart_now = False
         self.epoch = self.loader.next_epoch
         it = iter(self.loader)          # advances loader.next_epoch
         return self._generate(it)
 
-    def _generate(self, it: EpochIterator) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _generate(self, it: EpochIterator) -> Iterator[dict[str, torch.Tensor]]:
         self._current = it
         order = np.asarray(it.order)
         consumed = 0                    # samples already yielded this epoch
@@ -255,7 +279,7 @@ class FFCVAdapter:
                     n = image.shape[0]
                     index = torch.from_numpy(order[consumed:consumed + n].astype(np.int64))
                 consumed += len(index)
-                yield index, image, label
+                yield {"image": image, "label": label, "index": index}
         finally:
             _shutdown(it)
             if self._current is it:

@@ -28,7 +28,8 @@ def test_message_names_key_adapter_step_and_remedy():
     assert str(err.value) == (
         "resolution: the ffcv adapter can change resolution only between epochs "
         "(resolution: epoch), but the schedule changes it within an epoch at step 37; "
-        "use a schedule that changes only at epoch boundaries or enable resize_on_device")
+        "use a schedule that changes only at epoch boundaries, or restart the epoch at the new "
+        "size with adapter.set_resolution(r, now=True)")
 
 
 def test_allowed_wants_pass():

@@ -18,7 +18,7 @@ LEVELS = ("never", "epoch", "iteration")
 _RANK = {level: i for i, level in enumerate(LEVELS)}
 
 _REMEDY = {
-    "resolution": "use a schedule that changes only at epoch boundaries or enable resize_on_device",
+    "resolution": "use a schedule that changes only at epoch boundaries, or restart the epoch at the new size with adapter.set_resolution(r, now=True)",
     "magnitude": "use a schedule that changes only at epoch boundaries or apply the "
                  "augmentation on device after loading",
 }

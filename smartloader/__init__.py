@@ -7,6 +7,7 @@
 """
 from .config import Config, Phase, PhaseSpec, load_config
 from .errors import ConfigError
+from .hard_augment import HardAugmentLoader, HardAugmentStats
 from .loader import SmartLoader, wrap
 from .progress import Progress
 from .selection import ranked_multinomial
@@ -15,4 +16,4 @@ from .stats import StepStats
 __version__ = "0.1.0"
 
 __all__ = ["wrap", "SmartLoader", "load_config", "Config", "ConfigError", "Phase",
-           "PhaseSpec", "Progress", "ranked_multinomial", "StepStats", "__version__"]
+           "PhaseSpec", "Progress", "HardAugmentLoader", "HardAugmentStats", "ranked_multinomial", "StepStats", "__version__"]

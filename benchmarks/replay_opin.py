@@ -10,6 +10,8 @@ loop (reservoir insertion, EPR priority with alpha 1 -> 0, importance-weighted r
 
     OMP_NUM_THREADS=1 python benchmarks/replay_opin.py --quick     # ~1-2 min, 2,000-image stream
     OMP_NUM_THREADS=1 python benchmarks/replay_opin.py             # full 60,000-sample stream
+    OMP_NUM_THREADS=1 python benchmarks/replay_opin.py --quick --wrap  # replay runs through
+                                  # smartloader.wrap with a replay: section (the product path)
 
 Writes ``<out>/replay_opin[_quick].json`` (every run) and ``.md`` (OPIN-shaped table, mean ±
 std of test accuracy over seeds).
@@ -105,6 +107,58 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct / len(y)
 
 
+class Stream:
+    """The one-pass stream as a re-iterable loader of ``(x_uint8, y, index)`` batches."""
+
+    def __init__(self, x, y, batches, batch_size):
+        self.x, self.y, self.batches, self.batch_size = x, y, batches, batch_size
+        self.dataset = y  # len(loader.dataset): what a fractional replay capacity reads
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return ((self.x[i], self.y[i], i) for i in self.batches)
+
+
+def train_wrapped(data, test, seed: int, *, memory_fraction: float, k: int) -> dict:
+    """One replay run through the product path: ``smartloader.wrap`` with a ``replay:``
+    section (same model, optimiser, stream, augmentation and loss as :func:`train`)."""
+    import smartloader
+    x, y = data
+    n, bs = len(y), HP["batch_size"]
+    torch.manual_seed(seed)
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=HP["lr"], momentum=HP["momentum"],
+                          nesterov=True, weight_decay=HP["weight_decay"])
+    gen = torch.Generator().manual_seed(seed)
+    stream = Stream(x, y, list(torch.randperm(n, generator=gen).split(bs)), bs)
+    total = ReplayScheduler(bs, mode="steps", k=k).steps_for(n)
+    priority = ({"type": "epr", "alpha": {"start": 1.0, "end": 0.0}}
+                if HP["priority"] == "epr" else {"type": "uniform"})
+    cfg = {"seed": seed, "total_steps": total, "index_key": 2,
+           "phases": [{"name": "one_pass", "selection": "uniform"}],
+           "replay": {"capacity": memory_fraction, "k": k, "priority": priority,
+                      "reaugment": False}}   # the loop augments every batch, as in train()
+    loader = smartloader.wrap(stream, model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / total)
+    start = time.perf_counter()
+    steps = 0
+    for xb, yb, _ in loader:
+        losses = F.cross_entropy(model(augment(xb, gen, HP["shift"])), yb, reduction="none")
+        loss = (losses * loader.replay_weights).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loader.report_losses(losses.detach())
+        steps += 1
+    return {"seed": seed, "memory": memory_fraction, "k": k, "epochs": 1, "steps": steps,
+            "effective_epochs": k + 1, "memory_nbytes": loader.replay_memory.nbytes,
+            "path": "wrap", "test_acc": accuracy(model, *test),
+            "train_s": time.perf_counter() - start}
+
+
 def train(data, test, seed: int, *, memory_fraction: float | None, k: int, epochs: int) -> dict:
     """One run. memory_fraction None: plain training for ``epochs`` passes (no replay)."""
     x, y = data
@@ -183,6 +237,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--data", type=Path, default=DATA, help="folder of the four IDX .gz files")
+    parser.add_argument("--wrap", action="store_true",
+                        help="run the replay runs through smartloader.wrap (replay: section) "
+                             "instead of the hand-written loop; writes *_wrap.json/.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     limit, test_limit = (2000, 1000) if args.quick else (None, None)
@@ -199,17 +256,21 @@ def main() -> None:
             runs.append(train(data, test, seed, memory_fraction=None, k=0, epochs=e))
         for m in HP["memories"]:
             for k in HP["ks"]:
-                runs.append(train(data, test, seed, memory_fraction=m, k=k, epochs=1))
+                runs.append(train_wrapped(data, test, seed, memory_fraction=m, k=k)
+                            if args.wrap else
+                            train(data, test, seed, memory_fraction=m, k=k, epochs=1))
         done = [r for r in runs if r["seed"] == seed]
         print(f"seed {seed}: {len(done)} runs, {sum(r['train_s'] for r in done):.0f} s", flush=True)
 
-    name = "replay_opin_quick" if args.quick else "replay_opin"
+    name = ("replay_opin_quick" if args.quick else "replay_opin") + ("_wrap" if args.wrap else "")
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"hp": HP, "train_samples": len(data[1]), "test_samples": len(test[1]),
-            "seeds": args.seeds, "threads": args.threads, "torch": torch.__version__}
+            "seeds": args.seeds, "threads": args.threads, "torch": torch.__version__,
+            "path": "smartloader.wrap" if args.wrap else "plain loop"}
     (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
     md = (f"Test accuracy (%), mean ± std over {args.seeds} seeds; stream of {len(data[1])} "
-          f"Fashion-MNIST images, batch {HP['batch_size']}, priority {HP['priority']}.\n\n"
+          f"Fashion-MNIST images, batch {HP['batch_size']}, priority {HP['priority']}, "
+          f"replay runs via {meta['path']}.\n\n"
           + table(runs, HP["memories"], HP["ks"], ref_epochs) + "\n")
     (args.out / f"{name}.md").write_text(md)
     print(md)

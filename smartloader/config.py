@@ -26,6 +26,7 @@ Schema (``docs/config.md`` has the long form)::
     score_scale: null       # scoring resolution = round(score_scale x training resolution)
     augment: null           # augmentation-magnitude schedule (loader.magnitude)
     lr: null                # learning-rate schedule (loader.lr_scheduler(optimizer))
+    replay: null            # replay memory (docs/replay.md); phases may say replay: false
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import yaml
 
 from . import _validate as v
 from .errors import ConfigError
+from .replay.config import ReplayConfig, parse_replay
 from .schedules import SCHEDULE_KEYS, Schedules, parse_schedules
 from .strategy import STRATEGY_KEYS, parse_strategies
 
@@ -61,9 +63,9 @@ DEFAULT_PHASES_OPEN_ENDED: tuple[dict, ...] = (
 
 _TOP_KEYS = ("seed", "total_steps", "pool_factor", "score_resolution", "autocast",
              "input_key", "target_key", "phases", "selection_scope") + SCHEDULE_KEYS \
-    + STRATEGY_KEYS
+    + STRATEGY_KEYS + ("replay",)
 _SCOPES = ("local", "global")
-_PHASE_KEYS = ("name", "steps", "fraction", "selection", "beta", "window")
+_PHASE_KEYS = ("name", "steps", "fraction", "selection", "beta", "window", "replay")
 _AUTOCAST = ("bfloat16", "float16")
 
 
@@ -78,6 +80,8 @@ class PhaseSpec:
     fraction: float | None = None
     #: selective_backprop only: losses in its percentile window (None = the default 1024)
     window: int | None = None
+    #: ``replay: true|false`` as written; None = on whenever a ``replay:`` section exists
+    replay: bool | None = None
 
     @property
     def selects(self) -> bool:
@@ -95,6 +99,8 @@ class Phase:
     selection: str
     beta: float
     window: int | None = None
+    #: whether replay runs in this phase (only meaningful with a ``replay:`` section)
+    replay: bool = True
 
     @property
     def selects(self) -> bool:
@@ -130,6 +136,9 @@ class Config:
     #: ``index_key``/``scorer``/``noisy_guard``/``batch_transform`` as written (validated;
     #: absent keys are left out), built into objects by :mod:`smartloader.strategy`.
     strategies: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: The parsed ``replay:`` section (None = no replay), and as written for ``to_dict``.
+    replay: ReplayConfig | None = None
+    replay_raw: Mapping[str, Any] | None = field(default=None, repr=False)
     _raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +154,8 @@ class Config:
             out["phases"] = [_phase_to_dict(p) for p in self.phases]
         out.update(self.schedule_raw)
         out.update(self.strategies)  # absent at their defaults: older states still load
+        if self.replay_raw is not None:  # absent without replay: older states still load
+            out["replay"] = dict(self.replay_raw)
         return out
 
     def replace(self, **overrides: Any) -> "Config":
@@ -176,6 +187,8 @@ def _phase_to_dict(p: PhaseSpec) -> dict:
         d["steps"] = p.steps
     if p.fraction is not None:
         d["fraction"] = p.fraction
+    if p.replay is not None:
+        d["replay"] = p.replay
     return d
 
 
@@ -252,8 +265,9 @@ def _parse_phase(raw: Any, path: str) -> PhaseSpec:
     steps = v.as_int(m["steps"], v.join(path, "steps"), minimum=1) if "steps" in m else None
     fraction = (v.as_float(m["fraction"], v.join(path, "fraction"), minimum=0.0,
                            min_exclusive=True, maximum=1.0) if "fraction" in m else None)
+    replay = v.as_bool(m["replay"], v.join(path, "replay")) if "replay" in m else None
     return PhaseSpec(name=name, selection=selection, beta=beta, steps=steps, fraction=fraction,
-                     window=window)
+                     window=window, replay=replay)
 
 
 def _parse(raw: Any) -> Config:
@@ -298,10 +312,17 @@ def _parse(raw: Any) -> Config:
                           f"score_resolution {res} fixes it)")
     schedule_raw = {k: m[k] for k in SCHEDULE_KEYS if m.get(k) is not None}
     strategies = parse_strategies(m, phases, scope)
+    replay = parse_replay(m.get("replay"), "replay")
+    if replay is None:
+        for i, p in enumerate(phases):
+            if p.replay:
+                raise ConfigError(f"phases[{i}].replay: true needs a top-level replay: "
+                                  f"section (capacity, mode, ...; docs/replay.md)")
     cfg = Config(seed=seed, total_steps=total, pool_factor=pool_factor, score_resolution=res,
                  autocast=autocast, input_key=input_key, target_key=target_key,
                  phases=phases, default_phases=default_phases, selection_scope=scope,
                  schedules=schedules, schedule_raw=schedule_raw, strategies=strategies,
+                 replay=replay, replay_raw=None if replay is None else dict(m["replay"]),
                  _raw=dict(m))
     _resolve(phases, total)  # fail now, not mid-training
     return cfg
@@ -345,7 +366,8 @@ def _resolve(phases: Sequence[PhaseSpec], total: int | None) -> tuple[Phase, ...
     out, start = [], 0
     for p, n in zip(phases, lengths):
         stop = None if n is None else start + n
-        out.append(Phase(p.name, start, stop, p.selection, p.beta, p.window))
+        out.append(Phase(p.name, start, stop, p.selection, p.beta, p.window,
+                         p.replay is not False))
         start = stop if stop is not None else start
     return tuple(out)
 

@@ -14,6 +14,7 @@ from .adapters.capabilities import on_wrap as _adapter_hook
 from .apply import ScheduleApplier
 from .config import Config, Phase, load_config, phase_at
 from .distributed import DistributedSync
+from .replay.integration import ReplayIntegration
 from .scoring import ModelHandle
 from .selection import _gumbel_top_k, ranked_log_weights
 from .stats import StepStats, materialize
@@ -102,6 +103,10 @@ class SmartLoader:
         self.distributed = DistributedSync(cfg.selection_scope)
         bs = getattr(loader, "batch_size", None)
         self._batch_size: int | None = bs if isinstance(bs, int) and bs > 0 else None
+        #: the ``replay:`` section's memory and hooks (smartloader/replay/integration.py)
+        self._replay = None if cfg.replay is None else ReplayIntegration(
+            cfg.replay, loader, self._batch_size, self._strategies.index_key, cfg.total_steps,
+            _mix_seed(cfg.seed, 0x7265706C, _dist_rank()), self._handle.device)
         self._step = 0
         self._epoch = 0
         self._consumed = 0
@@ -138,6 +143,18 @@ class SmartLoader:
     def stats(self) -> StepStats | None:
         """Numbers for the last yielded batch; ``None`` before the first."""
         return None if self._stats is None else materialize(self._stats)
+
+    @property
+    def replay_memory(self):
+        """The :class:`~smartloader.replay.ReplayMemory` (``None`` without ``replay:``);
+        ``replay_memory.nbytes`` is its size."""
+        return None if self._replay is None else self._replay.memory
+
+    @property
+    def replay_weights(self) -> torch.Tensor | None:
+        """Importance weights of the last yielded batch, one per sample (1 for fresh samples,
+        mean 1 over the replayed ones); ``None`` without ``replay:`` or before a batch."""
+        return None if self._replay is None else self._replay.weights
 
     @property
     def magnitude(self):
@@ -200,10 +217,14 @@ class SmartLoader:
         else:
             step = self._step
         count = consumed = 0
+        rp = self.config.replay
+        extra = rp.k if rp is not None and rp.mode == "steps" else 0
         while consumed < n:
-            consumed += self.config.pool_factor if phase_at(self._phases, step).selects else 1
-            step += 1
-            count += 1
+            phase = phase_at(self._phases, step)
+            consumed += self.config.pool_factor if phase.selects else 1
+            k = 1 + (extra if phase.replay else 0)  # k replay steps follow a fresh one
+            step += k
+            count += k
         return count
 
     def __iter__(self) -> Iterator[Any]:
@@ -231,7 +252,7 @@ class SmartLoader:
                     "generator": r["generator"], "generator_device": r["generator_device"],
                     "uniform_fallbacks": int(self._fallbacks), "short_pools": self._short_pools,
                     "config": self.config.to_dict(),
-                    "strategies": self._strategies.state_dict()}
+                    "strategies": self._strategies.state_dict(), **self._replay_state()}
         mid = self._mid_epoch and self._consumed > 0
         gen = self._generator
         return {
@@ -246,7 +267,12 @@ class SmartLoader:
             "short_pools": self._short_pools,
             "config": self.config.to_dict(),
             "strategies": self._strategies.state_dict(),
+            **self._replay_state(),
         }
+
+    def _replay_state(self) -> dict[str, Any]:
+        # only with a replay: section, so states of runs without replay are unchanged
+        return {} if self._replay is None else {"replay": self._replay.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
@@ -256,7 +282,8 @@ class SmartLoader:
         """
         if not isinstance(state, dict):
             raise ValueError(f"state must be a dict, got {type(state).__name__}")
-        missing, unknown = _STATE_KEYS - set(state), set(state) - _STATE_KEYS
+        expected = _STATE_KEYS | ({"replay"} if self._replay is not None else set())
+        missing, unknown = expected - set(state), set(state) - expected
         if missing or unknown:
             raise ValueError(f"state: missing keys {sorted(missing)}, unknown keys "
                              f"{sorted(unknown)}")
@@ -278,6 +305,8 @@ class SmartLoader:
         self._fallbacks_reported = self._fallbacks
         self._short_pools = int(state["short_pools"])
         self._strategies.load_state_dict(state["strategies"])
+        if self._replay is not None:
+            self._replay.load_state_dict(state["replay"])
         self._stats = None
         self._resume = None
         self._mid_epoch = False
@@ -331,6 +360,9 @@ class SmartLoader:
                 self._consumed += 1
             if skip:
                 logger.info("resumed epoch %d: re-read %d wrapped batches", epoch, skip)
+                if self._keys is None and self._replay is not None and self._replay.pending:
+                    self._inspect_first(self._replay.template)
+                yield from self._replays()  # replay steps owed when the state was saved
             if limit is not None:  # every rank reads the same number of batches
                 it = itertools.islice(it, max(0, limit - self._consumed))
             pool: list = []
@@ -347,7 +379,10 @@ class SmartLoader:
                     phase = self._enter_phase()
                 n = B.batch_size_of(B.get_field(batch, self._keys[0]))
                 if not phase.selects:
+                    if self._replay is not None:
+                        batch = self._replay_fresh(batch, phase, None)
                     yield self._emit(batch, phase, n, n)
+                    yield from self._replays()
                     continue
                 pool.append(batch)
                 sizes.append(n)
@@ -355,9 +390,11 @@ class SmartLoader:
                     out = self._select(pool, sizes, phase)
                     pool, sizes = [], []
                     yield out
+                    yield from self._replays()
             if pool:
                 self._short_pools += 1
                 yield self._select(pool, sizes, phase)
+                yield from self._replays()
             self._report_fallbacks()
             self._epoch = epoch + 1
             self._mid_epoch = False
@@ -412,7 +449,10 @@ class SmartLoader:
             short_pools=self._short_pools, scored_by=scored_by,
             scoring_forwards=self._strategies.forwards, forwards_skipped=self._strategies.skipped,
             noisy_flagged=(None if self._strategies.guard is None
-                           else self._strategies.guard.num_flagged), **scheduled)
+                           else self._strategies.guard.num_flagged),
+            replayed=0 if self._replay is None else self._replay.replayed,
+            replay_nbytes=None if self._replay is None else self._replay.memory.nbytes,
+            **scheduled)
         self._step += 1
         if self._callback is not None:
             self._callback(materialize(self._stats))
@@ -425,18 +465,45 @@ class SmartLoader:
         if n <= k:  # a short last pool: nothing to choose from
             self.distributed.skip()
             out = pool[0] if len(pool) == 1 else B.concat_batches(pool, sizes)
+            if self._replay is not None:
+                out = self._replay_fresh(out, phase, None)
             return self._emit(out, phase, n, n, times=(time.perf_counter() - t0, 0.0, 0.0))
         pooled = pool[0] if len(pool) == 1 else B.concat_batches(pool, sizes)
+        joined = 0
+        if self._replay is not None and phase.replay:  # join_pool: memory samples join
+            pooled, joined = self._replay.pool_extra(pooled, n, self._keys,
+                                                     self.config.pool_factor, self._step,
+                                                     self.magnitude.get())
+            n += joined
         t1 = time.perf_counter()
         scores, losses, by = self._strategies.score(pooled, self._keys, self._step,
                                                     self._handle)
         t2 = time.perf_counter()
         index = self._choose(scores, k, phase)
         out = B.take(pooled, index, n)
-        sel = losses.index_select(0, index).mean()
+        sel_losses = losses.index_select(0, index)
+        sel = sel_losses.mean()
+        if self._replay is not None:
+            from_memory = (index >= n - joined).cpu() if joined else None
+            out = self._replay_fresh(out, phase, sel_losses, from_memory)
         t3 = time.perf_counter()
         return self._emit(out, phase, n, k, losses.mean(), sel, (t1 - t0, t2 - t1, t3 - t2),
                           scored_by=by)
+
+    def _replay_fresh(self, batch: Any, phase: Phase, losses, from_memory=None) -> Any:
+        """Store a fresh batch in the replay memory (mode mix: part of it replaced)."""
+        return self._replay.fresh(batch, self._keys, losses, phase.replay, self._step,
+                                  self.magnitude.get(), from_memory)
+
+    def _replays(self) -> Iterator[Any]:
+        """The replay steps owed after a fresh batch (mode steps), each one step."""
+        while self._replay is not None and self._replay.pending > 0:
+            self._schedules.begin_step(self._step)
+            batch = self._replay.next_replay(self._keys, self._step, self.magnitude.get())
+            if batch is None:
+                return
+            n = B.batch_size_of(B.get_field(batch, self._keys[0]))
+            yield self._emit(batch, phase_at(self._phases, self._step), n, n)
 
     def _choose(self, losses: torch.Tensor, k: int, phase: Phase) -> torch.Tensor:
         """Ranked draw; a pool with NaN/inf scores is drawn uniformly instead (no host sync:
@@ -460,8 +527,12 @@ class SmartLoader:
     def report_losses(self, losses: torch.Tensor) -> None:
         """Optional: the per-sample training losses (``reduction='none'``) of the batch just
         yielded, in its order. The scorer observes them (the ``history`` scorer's table, the
-        ``proxy`` scorer's bank); the loop works without it."""
+        ``proxy`` scorer's bank); the loop works without it. With ``replay:`` they also
+        update the stored losses (EPR priorities) of the batch's replayed samples and of its
+        fresh samples the memory kept."""
         self._strategies.report_losses(losses)
+        if self._replay is not None:
+            self._replay.report_losses(losses)
 
     def _report_fallbacks(self) -> None:
         total = int(self._fallbacks)

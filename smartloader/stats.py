@@ -36,6 +36,8 @@ class StepStats:
     scoring_forwards: int = 0        #: scoring forwards run so far in the run
     forwards_skipped: int = 0        #: selection steps so far scored without a forward
     noisy_flagged: int | None = None  #: sample ids the noisy guard flags now; None = no guard
+    replayed: int = 0                #: samples of this batch drawn from the replay memory
+    replay_nbytes: int | None = None  #: replay memory size (bytes); None = no replay section
 
     @property
     def overhead_s(self) -> float:

@@ -87,7 +87,7 @@ def test_validate_ok_and_relations(tmp_path, capsys):
     assert main(["validate", str(cfg)]) == 1
     assert capsys.readouterr().out.strip().splitlines() == [
         "bogus: unknown key (allowed: seed, total_steps, pool_factor, score_resolution, "
-        "autocast, input_key, target_key, phases, selection_scope, resolution, score_scale, augment, lr, index_key, scorer, noisy_guard, batch_transform)"]
+        "autocast, input_key, target_key, phases, selection_scope, resolution, score_scale, augment, lr, index_key, scorer, noisy_guard, batch_transform, replay)"]
     cfg.write_text("score_scale: 0.43\nscore_resolution: 96\n")  # found once keys are valid
     assert main(["validate", str(cfg)]) == 1
     assert "score_scale, score_resolution" in capsys.readouterr().out

@@ -5,6 +5,8 @@ from pathlib import Path
 import torch
 import yaml
 
+import smartloader
+
 from smartloader.replay import ReplayMemory, capacity_from, parse_replay
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "replay.md"
@@ -16,11 +18,26 @@ def yaml_blocks():
 
 def test_every_yaml_block_parses():
     blocks = yaml_blocks()
-    assert len(blocks) >= 3
+    assert len(blocks) >= 5
     for block in blocks:
         document = yaml.safe_load(block)
-        assert set(document) == {"replay"}
+        assert "replay" in document
         assert parse_replay(document["replay"]) is not None
+        # each block is also a whole SmartLoader config
+        assert smartloader.load_config(document).replay is not None
+
+
+def test_whole_config_examples_drive_a_loader():
+    from torch.utils.data import DataLoader, TensorDataset
+    whole = [yaml.safe_load(b) for b in yaml_blocks() if set(yaml.safe_load(b)) != {"replay"}]
+    assert len(whole) >= 2
+    ds = TensorDataset(torch.rand(64, 16), torch.zeros(64, dtype=torch.int64),
+                       torch.arange(64))
+    model = torch.nn.Linear(16, 2)
+    for cfg in whole:
+        loader = smartloader.wrap(DataLoader(ds, batch_size=8), model, cfg)
+        replayed = [loader.stats.replayed for _ in loader]
+        assert sum(replayed) > 0
 
 
 def test_first_block_is_the_full_schema():

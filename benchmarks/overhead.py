@@ -104,7 +104,11 @@ def main():
     p.add_argument("--score-resolution", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write the rows here")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0 = leave as is); 1 avoids oversubscribing a shared CPU")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     print(f"device {args.device}, {torch.get_num_threads()} threads, SmallCNN on "
           f"{args.size}px uint8, scoring at {args.score_resolution}px, pool_factor "

@@ -235,6 +235,10 @@ def main() -> None:
                              "2 seeds (a minute or two on one core)")
     parser.add_argument("--seeds", type=int, default=None, help="default 3 (--quick: 2)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stream", type=int, default=None,
+                        help="use the first N training images as the stream (full grid of k "
+                             "and memories, 2,000 test images): a middle size between --quick "
+                             "and the full 60,000")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--data", type=Path, default=DATA, help="folder of the four IDX .gz files")
     parser.add_argument("--wrap", action="store_true",
@@ -243,6 +247,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     limit, test_limit = (2000, 1000) if args.quick else (None, None)
+    if args.stream:
+        limit, test_limit = args.stream, 2000
     if args.quick:
         HP.update(batch_size=64, ks=[1, 3])
     if args.seeds is None:
@@ -262,7 +268,8 @@ def main() -> None:
         done = [r for r in runs if r["seed"] == seed]
         print(f"seed {seed}: {len(done)} runs, {sum(r['train_s'] for r in done):.0f} s", flush=True)
 
-    name = ("replay_opin_quick" if args.quick else "replay_opin") + ("_wrap" if args.wrap else "")
+    name = ("replay_opin_quick" if args.quick else
+            f"replay_opin_{args.stream}" if args.stream else "replay_opin") + ("_wrap" if args.wrap else "")
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"hp": HP, "train_samples": len(data[1]), "test_samples": len(test[1]),
             "seeds": args.seeds, "threads": args.threads, "torch": torch.__version__,

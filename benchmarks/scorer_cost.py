@@ -81,7 +81,8 @@ def accuracy(steps: int, seeds: list[int]) -> None:
         "MixUp": {"pool_factor": 2, "phases": [{"name": "all", "selection": "uniform"}]},
         "MixUp + ranked selection": {"pool_factor": 2, "score_resolution": 16, "phases": [
             {"name": "warmup", "fraction": 0.1, "selection": "uniform"},
-            {"name": "select", "selection": "ranked", "beta": 1.0}]},
+            {"name": "select", "selection": "ranked", "beta": 1.0},
+            {"name": "cooldown", "fraction": 0.1, "selection": "uniform"}]},
     }
     print(f"\n| run | seed | test acc | wall s |")
     print("|---|---|---|---|")

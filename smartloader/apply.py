@@ -27,31 +27,13 @@ from .schedules import Schedules
 from .schedules.resolution import score_resolution as _scaled
 from .shared_value import SharedValue
 
+from .batch import replace_field
+
 __all__ = ["ScheduleApplier", "replace_field"]
 
 #: Magnitude ``loader.magnitude`` holds when no ``augment`` schedule is configured
 #: (5 = the standard strength of the augment ops).
 DEFAULT_MAGNITUDE = 5.0
-
-
-def replace_field(batch: Any, key: Sequence, value: Any) -> Any:
-    """A copy of ``batch`` with the field at ``key`` replaced; every other field is the same
-    object. Tuples, lists, namedtuples and mappings are rebuilt as their own type."""
-    if not key:
-        return value
-    head, rest = key[0], key[1:]
-    if isinstance(batch, Mapping):
-        out = dict(batch)
-        out[head] = replace_field(batch[head], rest, value)
-        return out if type(batch) is dict else type(batch)(out)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        name = head if isinstance(head, str) else batch._fields[head]
-        return batch._replace(**{name: replace_field(getattr(batch, name), rest, value)})
-    if isinstance(batch, (list, tuple)):
-        items = list(batch)
-        items[head] = replace_field(items[head], rest, value)
-        return items if isinstance(batch, list) else type(batch)(items)
-    raise TypeError(f"cannot replace field {head!r} in a {type(batch).__name__}")
 
 
 class ScheduleApplier:

@@ -20,7 +20,7 @@ import torch
 
 _PLAIN = (str, bytes, int, float, bool, type(None))
 
-__all__ = ["resolve_key", "get_field", "batch_size_of", "concat_batches", "take"]
+__all__ = ["resolve_key", "get_field", "replace_field", "batch_size_of", "concat_batches", "take"]
 
 
 def _is_namedtuple(x: Any) -> bool:
@@ -159,3 +159,23 @@ def take(pool: Any, index: torch.Tensor, n: int) -> Any:
         return out if isinstance(x, list) else type(x)(out)
 
     return _map([pool], leaf)
+
+
+def replace_field(batch: Any, key: Sequence, value: Any) -> Any:
+    """A copy of ``batch`` with the field at ``key`` replaced; every other field is the same
+    object. Tuples, lists, namedtuples and mappings are rebuilt as their own type."""
+    if not key:
+        return value
+    head, rest = key[0], key[1:]
+    if isinstance(batch, Mapping):
+        out = dict(batch)
+        out[head] = replace_field(batch[head], rest, value)
+        return out if type(batch) is dict else type(batch)(out)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        name = head if isinstance(head, str) else batch._fields[head]
+        return batch._replace(**{name: replace_field(getattr(batch, name), rest, value)})
+    if isinstance(batch, (list, tuple)):
+        items = list(batch)
+        items[head] = replace_field(items[head], rest, value)
+        return items if isinstance(batch, list) else type(batch)(items)
+    raise TypeError(f"cannot replace field {head!r} in a {type(batch).__name__}")

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from ._validate import as_int, check_keys, join, require_mapping
 from .augment import BatchAugment
 from .augment.geometry import to_unit_float
-from .batch import get_field, resolve_key
+from .batch import get_field, replace_field, resolve_key
+from .epochs import check_epoch, forward_set_epoch, mix_seed
+from .scoring import scoring_mode
 
 __all__ = ["view_pairs", "hardest_pairs", "score_view_pairs", "gather_views", "HardAugment",
            "build_hard_augment", "HardAugmentLoader", "HardAugmentStats"]
@@ -79,16 +81,10 @@ def score_view_pairs(model: torch.nn.Module, views: torch.Tensor, pair_loss: Pai
         raise ValueError(f"views must be [n, m, C, H, W], got shape {tuple(views.shape)}")
     n, m = views.shape[:2]
     pairs = view_pairs(m)
-    flags = [(mod, mod.training) for mod in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            z = model(_resize(views.reshape(n * m, *views.shape[2:]), resolution))
-            z = z.reshape(n, m, *z.shape[1:])
-            losses = [pair_loss(z[:, a], z[:, b]).reshape(n) for a, b in pairs.tolist()]
-    finally:
-        for mod, flag in flags:
-            mod.training = flag
+    with scoring_mode(model):
+        z = model(_resize(views.reshape(n * m, *views.shape[2:]), resolution))
+        z = z.reshape(n, m, *z.shape[1:])
+        losses = [pair_loss(z[:, a], z[:, b]).reshape(n) for a, b in pairs.tolist()]
     return torch.stack(losses, dim=1).float()
 
 
@@ -151,32 +147,6 @@ class HardAugmentStats:
     all_pairs_loss: float        #: mean over images and all m (m - 1) / 2 pairs
     augment_time_s: float        #: making the n * m views at full resolution
     score_time_s: float          #: resizing to ``resolution``, the no-grad forward, pair losses
-
-
-def _mix_seed(seed: int, epoch: int) -> int:
-    """63-bit per-epoch seed (splitmix64 of (seed, epoch)), so nearby epochs decorrelate."""
-    mask, h = (1 << 64) - 1, 0x9E3779B97F4A7C15
-    for x in (seed, epoch):
-        h = (h ^ (x & mask)) & mask
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
-        h ^= h >> 31
-    return h & ((1 << 63) - 1)
-
-
-def _replace(batch: Any, key: tuple, value: Any) -> Any:
-    """``batch`` with the field at key path ``key`` set to ``value`` (new containers)."""
-    if not key:
-        return value
-    head, rest = key[0], key[1:]
-    if isinstance(batch, Mapping):
-        return {**batch, head: _replace(batch[head], rest, value)}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        name = head if isinstance(head, str) else batch._fields[head]
-        return batch._replace(**{name: _replace(getattr(batch, name), rest, value)})
-    items = list(batch)
-    items[head] = _replace(items[head], rest, value)
-    return type(batch)(items) if isinstance(batch, list) else tuple(items)
 
 
 _STATE_KEYS = {"version", "epoch", "position", "generator", "generator_device", "seed",
@@ -251,8 +221,7 @@ class HardAugmentLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch the next ``iter()`` runs (its seed and the wrapped sampler's)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        check_epoch(epoch)
         if self._resume is not None and self._resume["epoch"] != epoch:
             self._resume = None        # another epoch: start it from its beginning
         self._epoch = epoch
@@ -305,11 +274,7 @@ class HardAugmentLoader:
     # -- the pipeline ---------------------------------------------------------------------
     def _run(self) -> Iterator[Any]:
         epoch, gen = self._epoch, self._generator
-        for obj in (self.loader, getattr(self.loader, "sampler", None),
-                    getattr(getattr(self.loader, "batch_sampler", None), "sampler", None)):
-            if obj is not None and callable(getattr(obj, "set_epoch", None)):
-                obj.set_epoch(epoch)
-                break
+        forward_set_epoch(self.loader, epoch)
         it = iter(self.loader)
         resume, self._resume = self._resume, None
         self._position = 0
@@ -319,7 +284,7 @@ class HardAugmentLoader:
             gen.set_state(resume["generator"])
             self._position = resume["position"]
         else:
-            gen.manual_seed(_mix_seed(self.seed, epoch))
+            gen.manual_seed(mix_seed(self.seed, epoch))
         self._active = True
         try:
             for batch in it:
@@ -363,4 +328,4 @@ class HardAugmentLoader:
             step=self._step, epoch=self._epoch, batch_size=n, views=m,
             chosen_pair_loss=float(losses.max(dim=1).values.mean()),
             all_pairs_loss=float(losses.mean()), augment_time_s=t1 - t0, score_time_s=t2 - t1)
-        return _replace(batch, key, (view_a, view_b))
+        return replace_field(batch, key, (view_a, view_b))

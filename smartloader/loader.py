@@ -12,6 +12,7 @@ import torch
 from . import batch as B
 from .adapters.capabilities import on_wrap as _adapter_hook
 from .apply import ScheduleApplier
+from .epochs import check_epoch, forward_set_epoch, mix_seed
 from .config import Config, Phase, load_config, phase_at
 from .distributed import DistributedSync
 from .replay.integration import ReplayIntegration
@@ -27,20 +28,6 @@ logger = logging.getLogger("smartloader")
 _STATE_VERSION = 1
 _STATE_KEYS = {"version", "step", "epoch", "consumed", "epoch_start_step", "generator",
                "generator_device", "uniform_fallbacks", "short_pools", "config", "strategies"}
-_MASK64 = (1 << 64) - 1
-
-
-def _mix_seed(*values: int) -> int:
-    """A 63-bit seed from (seed, epoch, rank) with splitmix64, so nearby inputs decorrelate."""
-    h = 0x9E3779B97F4A7C15
-    for x in values:
-        h = (h ^ (x & _MASK64)) & _MASK64
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
-        h ^= h >> 31
-    return h & ((1 << 63) - 1)
-
-
 def _dist_rank() -> int:
     dist = torch.distributed
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -97,7 +84,7 @@ class SmartLoader:
                                           self._handle)
         self._callback = callback
         self._strategies = Strategies(cfg.strategies, self._phases, model,
-                                      _mix_seed(cfg.seed, 0x6D6978, _dist_rank()))
+                                      mix_seed(cfg.seed, 0x6D6978, _dist_rank()))
         self._rank = _dist_rank()
         #: collectives under torch.distributed (equal step counts, global selection)
         self.distributed = DistributedSync(cfg.selection_scope)
@@ -106,7 +93,7 @@ class SmartLoader:
         #: the ``replay:`` section's memory and hooks (smartloader/replay/integration.py)
         self._replay = None if cfg.replay is None else ReplayIntegration(
             cfg.replay, loader, self._batch_size, self._strategies.index_key, cfg.total_steps,
-            _mix_seed(cfg.seed, 0x7265706C, _dist_rank()), self._handle.device)
+            mix_seed(cfg.seed, 0x7265706C, _dist_rank()), self._handle.device)
         self._step = 0
         self._epoch = 0
         self._consumed = 0
@@ -192,8 +179,7 @@ class SmartLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch the next ``iter()`` runs (its seed and the wrapped sampler's epoch)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        check_epoch(epoch)
         if self._resume is not None and self._resume["epoch"] != epoch:
             logger.warning("set_epoch(%d) after loading a state saved in the middle of epoch "
                            "%d: the saved position is dropped and epoch %d starts from its "
@@ -316,14 +302,6 @@ class SmartLoader:
                                                   "generator", "generator_device")}
 
     # -- the pipeline ---------------------------------------------------------------------
-    def _forward_epoch(self, epoch: int) -> None:
-        target = self.loader
-        for obj in (target, getattr(target, "sampler", None),
-                    getattr(getattr(target, "batch_sampler", None), "sampler", None)):
-            if obj is not None and callable(getattr(obj, "set_epoch", None)):
-                obj.set_epoch(epoch)
-                return
-
     def _ensure_generator(self) -> torch.Generator:
         device = self._handle.device
         if self._generator is None or self._generator.device != device:
@@ -332,7 +310,7 @@ class SmartLoader:
 
     def _run(self, token: int) -> Iterator[Any]:
         epoch = self._epoch
-        self._forward_epoch(epoch)
+        forward_set_epoch(self.loader, epoch)
         limit = self.distributed.epoch_limit(self.loader, epoch)
         gen = self._ensure_generator()
         resume, self._resume = self._resume, None
@@ -341,7 +319,7 @@ class SmartLoader:
                 gen.set_state(resume["generator"])
             skip, self._epoch_start_step = resume["consumed"], resume["epoch_start_step"]
         else:
-            gen.manual_seed(_mix_seed(self.config.seed, epoch, self._rank))
+            gen.manual_seed(mix_seed(self.config.seed, epoch, self._rank))
             skip, self._epoch_start_step = 0, self._step
         self._strategies.start_epoch(epoch, resumed=bool(skip))
         self._consumed = 0

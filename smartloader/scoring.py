@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ModelHandle", "downsample", "default_loss"]
+__all__ = ["ModelHandle", "downsample", "default_loss", "scoring_mode"]
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,21 @@ def downsample(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
     info = torch.iinfo(x.dtype)
     y = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return y.round_().clamp_(info.min, info.max).to(x.dtype)
+
+
+@contextlib.contextmanager
+def scoring_mode(module: torch.nn.Module):
+    """``no_grad`` with every module in eval mode (dropout off, BatchNorm reads its running
+    statistics and does not update them); each module's own ``training`` flag is restored on
+    exit, even on error, so modules the user froze stay frozen."""
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        with torch.no_grad():
+            yield module
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -113,16 +128,10 @@ class ModelHandle:
         device = _device_of(module)
         x = self.prepare(inputs)
         y = targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
-        flags = [(m, m.training) for m in module.modules()]
         cast = (torch.autocast(device_type=device.type, dtype=self.autocast)
                 if self.autocast is not None else contextlib.nullcontext())
-        try:
-            module.eval()
-            with torch.no_grad(), cast:
-                loss = self.loss_fn(module(x), y)
-        finally:
-            for m, training in flags:
-                m.training = training
+        with scoring_mode(module), cast:
+            loss = self.loss_fn(module(x), y)
         n = x.shape[0]
         if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (n,):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__

@@ -37,7 +37,7 @@ def _gumbel_top_k(log_weights: torch.Tensor, k: int,
                    dtype=torch.float32)
     # clamp keeps log(-log(u)) finite when u hits exactly 0.
     gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20)))
-    keys = log_weights + gumbel
+    keys = log_weights.float() + gumbel
     return keys.topk(k, sorted=False).indices.sort().values
 
 

@@ -27,6 +27,8 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 
+from ._state import strict_keys
+from .selection import _gumbel_top_k
 from ._validate import as_float, as_int, as_str, check_keys, fail, join, require_mapping
 
 __all__ = [
@@ -57,19 +59,6 @@ def _check_scores(scores: torch.Tensor) -> None:
     if scores.dim() != 1:
         raise ValueError(f"scores must be 1-D (one score per pool sample), "
                          f"got shape {tuple(scores.shape)}")
-
-
-def _gumbel_top_k(log_weights: torch.Tensor, k: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """``k`` indices without replacement, each draw proportional to ``exp(log_weights)``.
-
-    Gumbel-top-k equals sequential weighted sampling without replacement (Plackett-Luce) and,
-    unlike ``torch.multinomial``, cannot fail when some weights underflow to zero.
-    """
-    u = torch.rand(log_weights.shape, generator=generator, device=log_weights.device,
-                   dtype=torch.float32)
-    gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20)))
-    return (log_weights.float() + gumbel).topk(k, sorted=False).indices.sort().values
 
 
 def uniform_select(n: int, k: int, generator: torch.Generator | None = None,
@@ -250,7 +239,7 @@ class SelectiveBackprop:
                 "filled": self._filled, "pos": self._pos}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _strict_keys(self, state, {"window", "ring", "filled", "pos"})
+        strict_keys(self, state, {"window", "ring", "filled", "pos"})
         if state["window"] != self.window:
             raise ValueError(f"SelectiveBackprop state has window={state['window']}, "
                              f"this selector has window={self.window}")
@@ -263,15 +252,8 @@ class SelectiveBackprop:
         self._pos = int(state["pos"])
 
 
-def _strict_keys(owner: object, state: Mapping[str, Any], expected: set[str]) -> None:
-    got = set(state)
-    if got != expected:
-        raise ValueError(f"{type(owner).__name__}.load_state_dict: missing keys "
-                         f"{sorted(expected - got)}, unexpected keys {sorted(got - expected)}")
-
-
 def _load_empty(owner: object, state: Mapping[str, Any]) -> None:
-    _strict_keys(owner, state, set())
+    strict_keys(owner, state, set())
 
 
 SELECTOR_TYPES = ("uniform", "topk", "ranked", "selective_backprop")

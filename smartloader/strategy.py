@@ -160,7 +160,7 @@ class Strategies:
         self._last = (self.ids(batch), B.get_field(batch, ik))
         if self.transform is None:
             return batch
-        from .apply import replace_field
+        from .batch import replace_field
         x, y = self.transform(B.get_field(batch, ik), B.get_field(batch, tk), self.generator)
         return replace_field(replace_field(batch, ik, x), tk, y)
 

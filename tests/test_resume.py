@@ -93,6 +93,6 @@ def test_load_state_dict_is_strict():
 
 
 def test_ranks_seed_the_generator_differently():
-    from smartloader.loader import _mix_seed
+    from smartloader.epochs import mix_seed as _mix_seed
     seeds = {_mix_seed(0, e, r) for e in range(4) for r in range(4)}
     assert len(seeds) == 16

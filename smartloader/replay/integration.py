@@ -105,7 +105,7 @@ class ReplayIntegration:
         return out
 
     def _put(self, batch: Any, keys: tuple, fields: Mapping[str, torch.Tensor]) -> Any:
-        from ..apply import replace_field
+        from ..batch import replace_field
         ik, tk = keys
         batch = replace_field(batch, ik, fields["input"])
         batch = replace_field(batch, tk, fields["target"])

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from .._validate import as_float, as_int, as_str, check_keys, fail, join
-from ._state import strict_keys
+from .._state import strict_keys
 
 _UNSEEN = -1
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from .._validate import check_keys
-from ._state import strict_keys
+from .._state import strict_keys
 
 
 class LowResLossScorer:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .._validate import as_float, as_int, as_list, as_str, check_keys, fail, join
-from ._state import strict_keys
+from .._state import strict_keys
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:

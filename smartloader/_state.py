@@ -1,4 +1,4 @@
-"""Strict state loading shared by the scorers."""
+"""Strict state loading shared by every stateful part (selectors, scorers, guards)."""
 from __future__ import annotations
 
 from typing import Any, Mapping

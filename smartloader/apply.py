@@ -18,7 +18,7 @@ this module is the small amount of state that connects them to a running loader:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 

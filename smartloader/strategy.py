@@ -46,12 +46,11 @@ def parse_strategies(m: Mapping[str, Any], phases: Sequence[Any], scope: str) ->
                          "non-empty list of them", index_key)
         out["index_key"] = index_key
     if m.get("scorer") is not None:
-        scorer = build_scorer(m["scorer"], "scorer")
+        build_scorer(m["scorer"], "scorer")  # validates; the loader builds its own
         kind = m["scorer"]["type"]
         if kind in _NEEDS_IDS and index_key is None:
             raise ConfigError(f"scorer.type: {kind} keys losses by sample id, so it needs "
                               f"index_key (where the dataset index is in a batch)")
-        del scorer
         out["scorer"] = m["scorer"]
     if m.get("noisy_guard") is not None:
         build_noisy_guard(m["noisy_guard"], "noisy_guard")
@@ -160,9 +159,8 @@ class Strategies:
         self._last = (self.ids(batch), B.get_field(batch, ik))
         if self.transform is None:
             return batch
-        from .batch import replace_field
         x, y = self.transform(B.get_field(batch, ik), B.get_field(batch, tk), self.generator)
-        return replace_field(replace_field(batch, ik, x), tk, y)
+        return B.replace_field(B.replace_field(batch, ik, x), tk, y)
 
     def report_losses(self, losses: torch.Tensor) -> None:
         if self._last is None:

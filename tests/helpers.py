@@ -52,3 +52,22 @@ def scorer_model(seed: int = 0, bn: bool = False, dropout: bool = False) -> torc
         lin.weight[1].fill_(-4 / 16)
         lin.bias.zero_()
     return model
+
+
+def trainable_model(*prefix: torch.nn.Module, seed: int = 0):
+    """A Linear(16, 2) classifier (after optional ``prefix`` layers) with weights drawn from
+    its own generator, and an SGD optimizer: identical every time it is built."""
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(*prefix, torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model, torch.optim.SGD(model.parameters(), lr=0.5)
+
+
+def epoch_loader(n: int = 150, workers: int = 0):
+    """A DataLoader over PlantedDataset whose order is a function of (seed, epoch)."""
+    from torch.utils.data import DataLoader, DistributedSampler
+    ds = PlantedDataset(n=n, hard_every=5)
+    sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=1)
+    return DataLoader(ds, batch_size=10, sampler=sampler, num_workers=workers)

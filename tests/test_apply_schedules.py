@@ -4,7 +4,7 @@ import collections
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 import smartloader
 from smartloader.apply import replace_field
@@ -200,17 +200,9 @@ RESUME_CFG = {"seed": 5, "total_steps": 60, "pool_factor": 3,
 
 
 def _build_scheduled():
-    from helpers import PlantedDataset
-    g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
-                                torch.nn.Linear(16, 2))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    ds = PlantedDataset(n=150, hard_every=5)
-    sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=1)
-    return model, opt, smartloader.wrap(DataLoader(ds, batch_size=10, sampler=sampler),
+    from helpers import epoch_loader, trainable_model
+    model, opt = trainable_model(torch.nn.AdaptiveAvgPool2d(4))
+    return model, opt, smartloader.wrap(epoch_loader(),
                                         model, RESUME_CFG)
 
 

@@ -192,12 +192,8 @@ RESUME_CFG = {"seed": 5, "total_steps": 60, "pool_factor": 2, "index_key": 2, "p
 
 
 def _build(cfg):
-    g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    from helpers import trainable_model
+    model, opt = trainable_model()
     dl = DataLoader(PlantedDataset(n=90, hard_every=5), batch_size=10, shuffle=True,
                     generator=torch.Generator().manual_seed(1))
     return model, opt, smartloader.wrap(dl, model, cfg)

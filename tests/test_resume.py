@@ -1,10 +1,9 @@
 """Run N steps == run N/2, save, rebuild everything, load, run N/2 — batch for batch."""
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 
 import smartloader
-from helpers import PlantedDataset
+from helpers import epoch_loader, trainable_model
 
 CFG = {"seed": 5, "total_steps": 60, "pool_factor": 3, "phases": [
     {"name": "warmup", "steps": 7, "selection": "uniform"},
@@ -13,15 +12,8 @@ CFG = {"seed": 5, "total_steps": 60, "pool_factor": 3, "phases": [
 
 
 def _build(workers=0):
-    torch_gen = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=torch_gen) * 0.5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    ds = PlantedDataset(n=150, hard_every=5)
-    sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=1)
-    loader = DataLoader(ds, batch_size=10, sampler=sampler, num_workers=workers)
+    model, opt = trainable_model()
+    loader = epoch_loader(workers=workers)
     return model, opt, smartloader.wrap(loader, model, CFG)
 
 

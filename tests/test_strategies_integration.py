@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 import smartloader
 from smartloader.errors import ConfigError
@@ -128,16 +128,9 @@ RESUME_CFG = {"seed": 3, "total_steps": 40, "pool_factor": 3, "index_key": 2,
 
 
 def _build():
-    g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    ds = PlantedDataset(n=150, hard_every=5)
-    sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=1)
-    dl = DataLoader(ds, batch_size=10, sampler=sampler)
-    return model, opt, smartloader.wrap(dl, model, RESUME_CFG)
+    from helpers import epoch_loader, trainable_model
+    model, opt = trainable_model()
+    return model, opt, smartloader.wrap(epoch_loader(), model, RESUME_CFG)
 
 
 def _train(model, opt, loader, steps, record):

@@ -63,8 +63,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int =
 def train(name: str, data, steps: int, batch_size: int, seed: int, lr: float,
           select: bool, score_resolution: int | None, quiet: bool = False) -> RunResult:
     train_x, train_y, test_x, test_y = data
-    torch.manual_seed(seed)  # the demo script owns its process; the library never does this
-    model = SmallCNN(train_x.shape[1], int(train_y.max()) + 1)
+    with torch.random.fork_rng():  # seeded init without leaving the caller's RNG changed
+        torch.manual_seed(seed)
+        model = SmallCNN(train_x.shape[1], int(train_y.max()) + 1)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -28,6 +28,19 @@ logger = logging.getLogger("smartloader")
 _STATE_VERSION = 1
 _STATE_KEYS = {"version", "step", "epoch", "consumed", "epoch_start_step", "generator",
                "generator_device", "uniform_fallbacks", "short_pools", "config", "strategies"}
+
+
+def _host_reads_cheap(device: torch.device) -> bool:
+    """Whether reading a tensor on ``device`` from the host costs nothing (CPU: it is there).
+
+    Only then does the loader read its NaN-fallback counter every step (to warn at once);
+    on an accelerator the counter stays a device tensor, read at the end of the epoch, by
+    ``state_dict()`` and by ``loader.stats``. ``tests/test_no_host_sync.py`` patches this to
+    ``False`` to run, on the CPU, exactly the code path a GPU runs.
+    """
+    return device.type == "cpu"
+
+
 def _dist_rank() -> int:
     dist = torch.distributed
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -486,19 +499,18 @@ class SmartLoader:
     def _choose(self, losses: torch.Tensor, k: int, phase: Phase) -> torch.Tensor:
         """Ranked draw; a pool with NaN/inf scores is drawn uniformly instead (no host sync:
         the fallback is a device-side ``where``, and the count a device tensor). Other rules
-        go to their selector (:mod:`smartloader.strategy`), with the same fallback."""
+        go to their selector (:meth:`Strategies.choose`), with the same fallback."""
         if phase.selection != "ranked":
             index, fell_back = self._strategies.choose(losses, k, phase, self._generator)
-            self._fallbacks = self._fallbacks + int(fell_back)
-            self._report_fallbacks()
-            return index
-        finite = torch.isfinite(losses).all()
-        log_w = (self.distributed.log_weights(losses, phase.beta) if self.distributed.is_global
-                 else ranked_log_weights(losses, phase.beta))
-        log_w = torch.where(finite, log_w, torch.zeros_like(log_w))
-        index = _gumbel_top_k(log_w, k, self._generator)
-        self._fallbacks = self._fallbacks + (~finite).to(torch.int64)
-        if losses.device.type == "cpu":
+        else:
+            finite = torch.isfinite(losses).all()
+            log_w = (self.distributed.log_weights(losses, phase.beta)
+                     if self.distributed.is_global else ranked_log_weights(losses, phase.beta))
+            log_w = torch.where(finite, log_w, torch.zeros_like(log_w))
+            index = _gumbel_top_k(log_w, k, self._generator)
+            fell_back = (~finite).to(torch.int64)
+        self._fallbacks = self._fallbacks + fell_back
+        if _host_reads_cheap(losses.device):
             self._report_fallbacks()
         return index
 

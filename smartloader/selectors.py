@@ -95,13 +95,19 @@ def history_cdf(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     ``P_i = (#{h in history : h <= s_i} + 1) / (len(history) + 1)``: the empirical CDF of
     ``s_i`` after adding it to the history, as Jiang et al. do before computing it. Including
     the sample keeps ``P_i > 0``, so ``P_i ** beta`` never zeroes a sample out. An empty history
-    gives 1 for everyone (uniform).
+    gives 1 for everyone (uniform). Non-finite history entries (the placeholders
+    :class:`SelectiveBackprop` keeps for non-finite scores) are not counted; they are moved
+    past the end rather than masked out, so nothing here waits for the device.
     """
     _check_scores(scores)
     ref = history.reshape(-1).to(device=scores.device, dtype=torch.float32)
-    ref = ref[torch.isfinite(ref)].sort().values
+    finite = torch.isfinite(ref)
+    n_finite = finite.sum()
+    # +inf sorts last and is never <= a finite score; the clamp covers +inf/NaN scores
+    ref = torch.where(finite, ref, torch.full_like(ref, float("inf"))).sort().values
     below = torch.searchsorted(ref, scores.float().contiguous(), right=True)
-    return (below.float() + 1.0) / (ref.numel() + 1.0)
+    below = torch.minimum(below, n_finite)
+    return (below.float() + 1.0) / (n_finite.float() + 1.0)
 
 
 def selective_backprop_select(scores: torch.Tensor, k: int, history: torch.Tensor,
@@ -189,11 +195,13 @@ class RankedSelector:
 class SelectiveBackprop:
     """``{type: selective_backprop, beta: 1.0, window: 1024}``.
 
-    Keeps the last ``window`` finite scores it was shown (default 1024 losses, a few pools'
-    worth) in a fixed-size ring tensor; each :meth:`select` first adds the pool's scores to
-    the ring (as Jiang et al. add each loss before computing its percentile), then calls
-    :func:`selective_backprop_select`. The ring is in :meth:`state_dict`, so a resumed run
-    draws exactly as the uninterrupted one.
+    Keeps the last ``window`` scores it was shown (default 1024 losses, a few pools' worth)
+    in a fixed-size ring tensor; each :meth:`select` first adds the pool's scores to the ring
+    (as Jiang et al. add each loss before computing its percentile), then calls
+    :func:`selective_backprop_select`. A non-finite score takes its slot as a +inf
+    placeholder that :func:`history_cdf` does not count, so the ring advances by the pool
+    size, known on the host, and nothing waits for the device. The ring is in
+    :meth:`state_dict`, so a resumed run draws exactly as the uninterrupted one.
     """
 
     def __init__(self, beta: float = 1.0, window: int = 1024) -> None:
@@ -204,25 +212,26 @@ class SelectiveBackprop:
         self.beta = float(beta)
         self.window = window
         self._ring = torch.zeros(window, dtype=torch.float32)
-        self._filled = 0   # how many ring slots hold real losses
+        self._filled = 0   # how many ring slots have been written (from tensor shapes only)
         self._pos = 0      # next slot to overwrite
 
     @property
     def history(self) -> torch.Tensor:
-        """The losses currently in the window (oldest first), float32 on the ring's device."""
+        """The window (oldest first), float32 on the ring's device; non-finite scores are
+        there as +inf."""
         if self._filled < self.window:
             return self._ring[: self._filled]
         return torch.cat([self._ring[self._pos:], self._ring[: self._pos]])
 
     def push(self, scores: torch.Tensor) -> None:
-        """Add finite ``scores`` to the window, overwriting the oldest."""
-        vals = scores.detach().reshape(-1).float()
-        vals = vals[torch.isfinite(vals)].to(self._ring.device)[-self.window:]
+        """Add ``scores`` to the window, overwriting the oldest; non-finite ones as +inf."""
+        vals = scores.detach().reshape(-1).float()[-self.window:].to(self._ring.device)
         m = vals.numel()
         if m == 0:
             return
-        slots = (self._pos + torch.arange(m)) % self.window
-        self._ring[slots.to(self._ring.device)] = vals
+        vals = torch.where(torch.isfinite(vals), vals, torch.full_like(vals, float("inf")))
+        slots = torch.arange(self._pos, self._pos + m, device=self._ring.device) % self.window
+        self._ring.index_copy_(0, slots, vals)
         self._pos = (self._pos + m) % self.window
         self._filled = min(self.window, self._filled + m)
 

@@ -7,7 +7,8 @@ calls:
 
 - :meth:`Strategies.score`: the pool's scores, from the scorer or the low-res forward, then
   the noisy-label guard;
-- :meth:`Strategies.choose`: the phase's selector for a non-ranked rule (NaN -> uniform);
+- :meth:`Strategies.choose`: the phase's selector for a non-ranked rule (NaN -> uniform,
+  decided on the device);
 - :meth:`Strategies.emit`: remembers the yielded samples (for ``report_losses``) and applies
   the batch transform;
 - state by composition under constant keys, strict on load.
@@ -24,6 +25,7 @@ from .errors import ConfigError
 from .mixing import build_batch_transform
 from .noisy import build_noisy_guard
 from .scorers import build_scorer, model_weight_norm
+from .selection import _gumbel_top_k
 from .selectors import build_selector
 
 __all__ = ["STRATEGY_KEYS", "parse_strategies", "Strategies"]
@@ -144,14 +146,21 @@ class Strategies:
         return scores, raw, by
 
     def choose(self, scores: torch.Tensor, k: int, phase: Any,
-               generator: torch.Generator) -> tuple[torch.Tensor, bool]:
-        """Indices from the phase's selector; a pool with NaN/inf scores is drawn uniformly
-        (``True`` second) like the ranked path does."""
-        if bool(torch.isfinite(scores).all()):
-            return self.selectors[phase.name].select(scores, k, generator), False
-        log_w = torch.zeros(scores.shape[0], device=scores.device)
-        from .selection import _gumbel_top_k
-        return _gumbel_top_k(log_w, k, generator), True
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices from the phase's selector, and whether the pool fell back (a 0-d int64
+        tensor on the scores' device, 0 or 1).
+
+        A pool with any NaN/inf score is drawn uniformly, like the ranked path, and without
+        a host read: the selector runs on the pool with every score replaced by +inf (so a
+        Selective-Backprop window records no value from it), a uniform Gumbel-top-k is drawn
+        after it from the same generator, and ``torch.where`` keeps one of the two.
+        """
+        finite = torch.isfinite(scores).all()
+        safe = torch.where(finite, scores, torch.full_like(scores, float("inf")))
+        selected = self.selectors[phase.name].select(safe, k, generator)
+        uniform = _gumbel_top_k(torch.zeros(scores.shape[0], device=scores.device), k,
+                                generator)
+        return torch.where(finite, selected, uniform), (~finite).to(torch.int64)
 
     def emit(self, batch: Any, keys: tuple) -> Any:
         """Remember the yielded samples for :meth:`report_losses`; apply the batch transform."""

@@ -77,7 +77,9 @@ def test_selective_backprop_window_is_a_ring_and_resumes():
     sb.push(torch.tensor([1.0, 2.0, 3.0]))
     assert sb.history.tolist() == [1.0, 2.0, 3.0]
     sb.push(torch.tensor([4.0, float("nan"), 5.0, 6.0]))
-    assert sb.history.tolist() == [3.0, 4.0, 5.0, 6.0]
+    # a non-finite score keeps its slot as a +inf placeholder that percentiles do not count
+    assert sb.history.tolist() == [4.0, float("inf"), 5.0, 6.0]
+    assert history_cdf(torch.tensor([5.0]), sb.history).tolist() == [0.75]
 
     def run(selector, gen, steps, start):
         out = []
@@ -163,3 +165,15 @@ def test_build_selector_errors_name_the_key(mapping, message):
     with pytest.raises(ConfigError) as err:
         build_selector(mapping, "phases[1].selector")
     assert str(err.value).startswith(message)
+
+
+def test_history_cdf_ignores_non_finite_history_like_masking_it_out():
+    g = torch.Generator().manual_seed(5)
+    history = torch.randn(40, generator=g)
+    history[::7] = float("nan")
+    history[3], history[11] = float("inf"), float("-inf")
+    scores = torch.cat([torch.randn(10, generator=g), history[torch.isfinite(history)][:5]])
+    ref = history[torch.isfinite(history)].sort().values  # the masking way, for reference
+    want = (torch.searchsorted(ref, scores, right=True).float() + 1.0) / (ref.numel() + 1.0)
+    assert torch.equal(history_cdf(scores, history), want)
+    assert history_cdf(torch.tensor([float("inf")]), history).tolist() == [1.0]

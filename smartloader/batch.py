@@ -131,20 +131,24 @@ def _leading(x: Any) -> int | None:
 def take(pool: Any, index: torch.Tensor, n: int) -> Any:
     """The samples ``index`` (1-D LongTensor into a pool of ``n``) of every per-sample field.
 
-    Tensor fields are indexed on their own device; the index is copied to each device once
-    (and to the host only if a numpy or list field needs it).
+    Tensor fields are indexed on their own device; the index is copied to each device once.
+    Host reads: none while every field is a tensor on the index's device. A CPU tensor field
+    with the index on an accelerator (a CPU loader feeding a GPU model) needs the index on
+    the host, and so do numpy and list fields (file names): the index is then copied to
+    the host once, blocking. (A non-blocking device-to-host copy would let the host index
+    the CPU tensor before the copy had landed.)
     """
     per_device: dict[Any, torch.Tensor] = {}
     host: list = []
 
     def idx_on(device: torch.device) -> torch.Tensor:
         if device not in per_device:
-            per_device[device] = index.to(device, non_blocking=True)
+            per_device[device] = index.to(device, non_blocking=device.type != "cpu")
         return per_device[device]
 
     def host_index() -> list[int]:
         if not host:
-            host.append(index.cpu().tolist())
+            host.append(idx_on(torch.device("cpu")).tolist())
         return host[0]
 
     def leaf(items: Sequence[Any]) -> Any:

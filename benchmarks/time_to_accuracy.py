@@ -35,19 +35,32 @@ from smartloader.progress_bar import ProgressBar
 
 DATASETS = {  # name: (directory, default steps, width, score resolution)
     "fmnist": ("/work/shared/data/fashion-mnist", 1500, 16, 14),
+    "mnist": ("/work/shared/data/mnist", 1500, 16, 14),
     "cifar10": ("/work/shared/data/cifar-10", 1200, 16, 16),
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(method, data, args, seed):
-    """Train once; return the accuracy curve [(step, wall_s, acc)] and the total wall time."""
+def _resolution_spec(text):
+    kind, *nums = text.split(":")
+    if kind not in ("progressive", "super_progressive") or len(nums) != 3:
+        raise argparse.ArgumentTypeError(f"expected progressive|super_progressive:MIN:MAX:INC, "
+                                         f"got {text!r}")
+    return (kind, *map(int, nums))
+
+
+def run(method, data, args, seed, steps=None):
+    """Train once; return the accuracy curve [(step, wall_s, acc)] and the total wall time.
+
+    ``steps`` (default ``args.steps``) sets the run's length; the LR schedule and the phase
+    fractions scale with it, so a shorter budget is the same schedule shape, compressed.
+    """
     train_x, train_y, val_x, val_y = data
     torch.manual_seed(seed)  # the benchmark owns its process
     model = SmallCNN(train_x.shape[1], int(train_y.max()) + 1, width=args.width)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
-    steps = args.steps
+    steps = steps or args.steps
     sched = torch.optim.lr_scheduler.LambdaLR(  # 5% linear warm-up, cosine to zero
         opt, lambda s: min(1.0, (s + 1) / (0.05 * steps)) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     loader = ShuffledBatches(train_x, train_y, args.batch_size, seed=seed)
@@ -57,9 +70,22 @@ def run(method, data, args, seed):
                "phases": [{"name": "warmup", "fraction": 0.05, "selection": "uniform"},
                           {"name": "select", "selection": method},
                           {"name": "cooldown", "fraction": 0.1, "selection": "uniform"}]}
+        if method == "schedule":  # SmartLoader with no selection: only the resolution schedule
+            cfg["phases"] = [{"name": "all", "selection": "uniform"}]
+        if args.resolution:
+            kind, lo, hi, inc = args.resolution
+            cfg["resolution"] = {"type": kind, "min": lo, "max": hi, "increment": inc}
+            if kind == "super_progressive":
+                cfg["resolution"]["warmup_fraction"] = 0.05  # = the LR warm-up
+            if args.score_resolution:  # scoring keeps its ratio to the training resolution
+                cfg["score_scale"] = args.score_resolution / train_x.shape[-1]
+                cfg["score_resolution"] = None
         if method in ("ranked", "selective_backprop"):
             cfg["phases"][1]["beta"] = args.beta
+        if args.scorer == "history" and method != "schedule":  # the step's own losses
+            cfg.update(index_key=2, scorer={"type": "history", "default": "max"})
         loader = smartloader.wrap(loader, model, cfg)
+    report = method not in ("uniform", "schedule") and args.scorer == "history"
 
     def evaluate():
         model.eval()
@@ -70,6 +96,7 @@ def run(method, data, args, seed):
         model.train()
         return correct / len(val_x)
 
+    eval_every = max(1, round(args.eval_every * steps / args.steps))
     curve = [(0, 0.0, evaluate())]
     bar = ProgressBar(steps, f"{method} s{seed}", enabled=not args.quiet)
     step, epoch, wall = 0, 0, 0.0
@@ -77,13 +104,15 @@ def run(method, data, args, seed):
     while step < steps:
         loader.set_epoch(epoch)
         for x, y, _ in loader:
-            loss = F.cross_entropy(model(x), y)
+            losses = F.cross_entropy(model(x), y, reduction="none")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.mean().backward()
+            if report:
+                loader.report_losses(losses.detach())
             opt.step()
             sched.step()
             step += 1
-            if step % args.eval_every == 0 or step == steps:
+            if step % eval_every == 0 or step == steps:
                 wall += time.perf_counter() - t0  # evaluation is not training time
                 curve.append((step, wall, evaluate()))
                 bar.update(step, f"acc {100 * curve[-1][2]:.2f}%")
@@ -140,11 +169,105 @@ def summarize(runs, methods, budgets):
     return out
 
 
+def summarize_budgets(runs, methods, fractions):
+    """Each method trained to completion at several step budgets (same schedule shape).
+
+    Target = uniform's median final accuracy at the full budget (fraction 1.0). A method's time to target
+    is the median wall time of its *smallest* budget whose median final accuracy reaches the
+    target (no interpolation between budgets: conservative by up to one budget step).
+    """
+    full = 1.0
+    cells = {}
+    for m in methods:
+        for f in fractions:
+            rs = [r for r in runs if r["method"] == m and r["fraction"] == f]
+            if not rs:  # uniform is not run beyond its own full budget
+                continue
+            cells[m, f] = {"steps": rs[0]["curve"][-1][0],
+                           "acc_median": statistics.median(r["final_acc"] for r in rs),
+                           "acc_per_seed": [r["final_acc"] for r in rs],
+                           "wall_s_per_seed": [r["wall_s"] for r in rs],
+                           "wall_s_median": statistics.median(r["wall_s"] for r in rs)}
+    target = cells["uniform", full]["acc_median"]
+    uni_wall = cells["uniform", full]["wall_s_median"]
+    out = {"target_acc": target, "uniform_wall_s": uni_wall, "fractions": sorted(fractions),
+           "methods": {}}
+    for m in methods:
+        own = [f for f in sorted(fractions) if (m, f) in cells]
+        d = {"budgets": {str(f): cells[m, f] for f in own}}
+        hit = [f for f in own if cells[m, f]["acc_median"] >= target - 1e-12]
+        if hit:
+            c = cells[m, hit[0]]
+            d.update(fraction_to_target=hit[0], steps_to_target=c["steps"],
+                     wall_to_target_s=c["wall_s_median"], wall_speedup=uni_wall / c["wall_s_median"],
+                     step_speedup=cells["uniform", full]["steps"] / c["steps"])
+        out["methods"][m] = d
+    return out
+
+
+def markdown_budgets(name, args, summary, load):
+    t = summary["target_acc"]
+    fr = summary["fractions"]
+    lines = [f"### {name}: budgets {', '.join(f'{f:g}' for f in fr)} x {args.steps} steps, batch "
+             f"{args.batch_size}, SmallCNN width {args.width}, seeds {args.seeds}, pool_factor "
+             f"{args.pool_factor}, beta {args.beta}, scorer {args.scorer}"
+             + (f" at {args.score_resolution or 'full'} px" if args.scorer == "low_res" else "")
+             + (f", resolution {':'.join(map(str, args.resolution))} for SmartLoader methods"
+                if args.resolution else ""),
+             "", "Each cell is one complete training (5% warm-up, cosine to zero) at that step "
+             "budget; median over seeds: final accuracy / wall seconds (evaluation excluded).", "",
+             f"Target = uniform's median final accuracy at the full budget: **{100 * t:.2f}%** "
+             f"in {summary['uniform_wall_s']:.1f} s. Load: `{load}`.", "",
+             "| method | " + " | ".join(f"{f:g} x" for f in fr) + " | time to target | "
+             "wall-clock speed-up | step speed-up |",
+             "|---|" + "---|" * (len(fr) + 3)]
+    for m, d in summary["methods"].items():
+        cells = [f"{100 * c['acc_median']:.2f}% / {c['wall_s_median']:.1f} s"
+                 if (c := d["budgets"].get(str(f))) else "-" for f in fr]
+        if "wall_speedup" in d:
+            tail = (f"{d['wall_to_target_s']:.1f} s ({d['steps_to_target']} steps) | "
+                    f"**{d['wall_speedup']:.2f}x** | {d['step_speedup']:.2f}x")
+        else:
+            tail = "not reached | - | -"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {tail} |")
+    lines += ["", "Per seed (final accuracy at each budget):", "",
+              "| method | budget | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
+              "|---|---|" + "---|" * len(args.seeds)]
+    for m, d in summary["methods"].items():
+        for f, c in d["budgets"].items():
+            lines.append(f"| {m} | {float(f):g} x | " +
+                         " | ".join(f"{100 * a:.2f}% ({w:.1f} s)" for a, w in
+                                    zip(c["acc_per_seed"], c["wall_s_per_seed"])) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_budgets(summary, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (m, d), c in zip(summary["methods"].items(), ["tab:gray", "tab:blue", "tab:orange",
+                                                       "tab:green"]):
+        cs = list(d["budgets"].values())
+        ax.plot([x["wall_s_median"] for x in cs], [100 * x["acc_median"] for x in cs], "o-",
+                color=c, label=m)
+    ax.axhline(100 * summary["target_acc"], color="k", ls=":", lw=1, label="target")
+    ax.set_xlabel("wall time of the whole run (s, median over seeds)")
+    ax.set_ylabel("final validation accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def markdown(name, args, summary, load):
     t = summary["target_acc"]
     lines = [f"### {name}: {args.steps} steps, batch {args.batch_size}, SmallCNN width "
              f"{args.width}, seeds {args.seeds}, pool_factor {args.pool_factor}, beta "
-             f"{args.beta}, scoring at {args.score_resolution or 'full'} px",
+             f"{args.beta}, scoring at {args.score_resolution or 'full'} px"
+             + (f", resolution {':'.join(map(str, args.resolution))} for SmartLoader methods"
+                if args.resolution else ""),
              "", f"Target = uniform's median final accuracy: **{100 * t:.2f}%** in "
              f"{summary['uniform_wall_s']:.1f} s (median). Load: `{load}`.", "",
              "| method | final acc (median) | per seed | wall s (median) | steps to target "
@@ -197,10 +320,22 @@ def main(argv=None):
     p.add_argument("--steps", type=int, help="training steps per run (both methods)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--selectors", nargs="+", default=["ranked"],
-                   choices=["ranked", "topk", "selective_backprop"])
+                   choices=["ranked", "topk", "selective_backprop", "schedule"],
+                   help="methods besides uniform; 'schedule' = SmartLoader without selection "
+                        "(only --resolution), to separate the two effects")
+    p.add_argument("--resolution", type=_resolution_spec, metavar="TYPE:MIN:MAX:INC",
+                   help="training-resolution schedule for the SmartLoader methods, e.g. "
+                        "progressive:16:32:8 or super_progressive:16:32:8 (uniform: full size)")
     p.add_argument("--score-resolution", type=int, help="px of the scoring pass; 0 = full")
     p.add_argument("--pool-factor", type=int, default=2)
     p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--scorer", choices=["low_res", "history"], default="low_res",
+                   help="low_res: no-grad forward of the pool; history: the training step's own "
+                        "losses reported back (loader.report_losses), no extra forward")
+    p.add_argument("--fractions", type=float, nargs="+",
+                   help="budget mode: train every method to completion at these fractions of "
+                        "--steps (e.g. 0.8 1.0 1.2; must include 1.0; uniform runs only up to "
+                        "1.0) and compare final accuracy vs wall time")
     p.add_argument("--budget", type=float, nargs="+",
                    help="wall-clock budgets (s) for the equal-time table (default: 25/50/75/100%% "
                         "of uniform's median wall time)")
@@ -213,6 +348,8 @@ def main(argv=None):
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.fractions and 1.0 not in args.fractions:
+        p.error("--fractions must include 1.0 (uniform's full budget sets the target)")
     directory, steps, width, res = DATASETS[args.dataset]
     args.steps = args.steps or steps
     args.width = args.width or width
@@ -227,17 +364,33 @@ def main(argv=None):
     print(f"{args.dataset}: {len(tx)} train {tuple(tx.shape[1:])}, {len(data[2])} val; "
           f"threads {torch.get_num_threads()}; {load0}", flush=True)
     runs = []
-    for seed in args.seeds:  # interleave methods per seed
-        for m in methods:
-            runs.append(run(m, data, args, seed))
-            print(f"  seed {seed} {m:>18}: {100 * runs[-1]['final_acc']:.2f}% in "
-                  f"{runs[-1]['wall_s']:.1f} s", flush=True)
+    for seed in args.seeds:  # interleave methods (and budgets) per seed
+        for f in args.fractions or [1.0]:
+            for m in methods:
+                if m == "uniform" and f > 1.0:  # the target is uniform at 1.0
+                    continue
+                runs.append(run(m, data, args, seed, max(1, round(f * args.steps))))
+                runs[-1]["fraction"] = f
+                print(f"  seed {seed} x{f:g} {m:>18}: {100 * runs[-1]['final_acc']:.2f}% in "
+                      f"{runs[-1]['wall_s']:.1f} s", flush=True)
     load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    summary = summarize(runs, methods, args.budget)
     load = f"start: {load0.split('load average:')[-1].strip()}; end: " \
            f"{load1.split('load average:')[-1].strip()} (1/5/15-min load, 2 cores)"
     stem = os.path.join(HERE, "results", f"time_to_accuracy_{args.dataset}{args.tag}")
     os.makedirs(os.path.dirname(stem), exist_ok=True)
+    if args.fractions:
+        summary = summarize_budgets(runs, methods, args.fractions)
+        md = markdown_budgets(args.dataset, args, summary, load)
+        with open(stem + ".json", "w") as fh:
+            json.dump({"args": vars(args), "load": load, "summary": summary, "runs": runs}, fh,
+                      indent=1)
+        with open(stem + ".md", "w") as fh:
+            fh.write(md)
+        plot_budgets(summary, stem + ".png", f"{args.dataset}: budgets of {args.steps} steps, "
+                     f"scorer {args.scorer}, pool x{args.pool_factor}, beta {args.beta}")
+        print("\n" + md)
+        return 0
+    summary = summarize(runs, methods, args.budget)
     with open(stem + ".json", "w") as fh:
         json.dump({"args": vars(args), "load": load, "summary": summary, "runs": runs}, fh,
                   indent=1)

@@ -137,7 +137,8 @@ class Strategies:
             self.scorer.observe(ids, scores)
             self.forwards += 1
             by = "forward"
-        else:
+        else:  # a table scorer answers on the ids' device; selection runs on the model's
+            scores = scores.to(handle.device, non_blocking=True)
             self.skipped += 1
             by = "scorer"
         raw = scores

@@ -81,10 +81,13 @@ class HistoryScorer:
     def _default_value(self, known: torch.Tensor) -> float:
         if not isinstance(self.default, str):
             return float(self.default)
-        values = self._loss[known]
-        if values.numel() == 0:
+        # Whole-table reductions without a boolean-mask gather (that costs a nonzero pass).
+        count = int(known.sum())
+        if count == 0:
             return 0.0
-        return float(values.max() if self.default == "max" else values.mean())
+        if self.default == "max":
+            return float(torch.where(known, self._loss, float("-inf")).max())
+        return float(torch.where(known, self._loss, 0.0).sum() / count)
 
     def _known_mask(self, seen: torch.Tensor, step: int) -> torch.Tensor:
         known = seen != _UNSEEN

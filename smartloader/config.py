@@ -192,12 +192,17 @@ def _phase_to_dict(p: PhaseSpec) -> dict:
     return d
 
 
-def load_config(path_or_dict: "str | os.PathLike | Mapping | Config | None" = None) -> Config:
+def load_config(path_or_dict: "str | os.PathLike | Mapping | Config | None" = None,
+                **overrides: Any) -> Config:
     """Read and validate a configuration.
 
     Args:
         path_or_dict: a YAML file path, a mapping (e.g. parsed YAML), an existing
-            :class:`Config` (returned unchanged), or ``None`` for the defaults.
+            :class:`Config` (returned unchanged without overrides), or ``None`` for the
+            defaults.
+        **overrides: top-level keys that replace the file's or mapping's *before*
+            validation, e.g. ``total_steps=10_000`` for a config whose schedules follow the
+            fraction of training and so need it.
 
     Raises:
         ConfigError: for unknown keys, wrong types, impossible values or phases that do not
@@ -205,7 +210,7 @@ def load_config(path_or_dict: "str | os.PathLike | Mapping | Config | None" = No
             ``phases[1].beta: must be >= 0, got -1.0``.
     """
     if isinstance(path_or_dict, Config):
-        return path_or_dict
+        return path_or_dict.replace(**overrides) if overrides else path_or_dict
     if path_or_dict is None:
         raw: Any = {}
     elif isinstance(path_or_dict, (str, os.PathLike)):
@@ -221,6 +226,10 @@ def load_config(path_or_dict: "str | os.PathLike | Mapping | Config | None" = No
             raw = {}
     else:
         raw = path_or_dict
+    if overrides:
+        if not isinstance(raw, Mapping):
+            return _parse(raw)  # reports the wrong top-level type
+        raw = {**raw, **overrides}
     return _parse(raw)
 
 

@@ -86,9 +86,7 @@ class SmartLoader:
             raise TypeError("loader is a one-shot iterator (e.g. a generator object); pass "
                             "something that can be iterated once per epoch, such as a "
                             "DataLoader or an object whose __iter__ returns a new generator")
-        cfg = load_config(config)
-        if overrides:
-            cfg = cfg.replace(**overrides)
+        cfg = load_config(config, **overrides)
         self.config: Config = cfg
         self.loader = loader
         self._phases: tuple[Phase, ...] = cfg.resolve_phases()

@@ -108,3 +108,34 @@ def test_every_yaml_example_in_docs_loads():
     for name, block in core:
         data = yaml.safe_load(block)
         load_config(data)  # raises with the key path if a doc drifted
+
+
+def test_overrides_apply_before_validation():
+    """A schedule that follows the fraction of training needs total_steps; passing it as an
+    override (``wrap(..., total_steps=N)``) must satisfy it, as if it were in the file."""
+    from smartloader import ConfigError, load_config
+    res = {"type": "super_progressive", "min": 16, "max": 32, "increment": 8,
+           "warmup_fraction": 0.05}
+    with pytest.raises(ConfigError, match="total_steps"):
+        load_config({"resolution": res})
+    cfg = load_config({"resolution": res}, total_steps=100)
+    assert cfg.total_steps == 100
+    # the override wins over the mapping's own value, and a Config takes overrides too
+    assert load_config({"total_steps": 50}, total_steps=70).total_steps == 70
+    assert load_config(cfg, total_steps=200).total_steps == 200
+    with pytest.raises(ConfigError, match="total_stepz"):
+        load_config({}, total_stepz=3)
+
+
+def test_wrap_total_steps_override_satisfies_fractional_schedule():
+    import torch
+    import smartloader
+    batches = [(torch.rand(4, 3, 32, 32), torch.randint(0, 3, (4,))) for _ in range(4)]
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(2, 3))
+    res = {"type": "super_progressive", "min": 16, "max": 32, "increment": 8,
+           "warmup_fraction": 0.25}
+    loader = smartloader.wrap(batches, model, {"resolution": res, "phases": [
+        {"name": "all", "selection": "uniform"}]}, total_steps=4)
+    sizes = [x.shape[-1] for x, _ in loader]
+    assert sizes == [32, 16, 24, 32]  # full size in the warm-up, then 16 -> 32 in stages

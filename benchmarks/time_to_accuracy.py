@@ -13,6 +13,16 @@ is excluded from the wall clock. Reported:
     python benchmarks/time_to_accuracy.py fmnist          # ~6 min on 2 CPU cores
     python benchmarks/time_to_accuracy.py cifar10
     python benchmarks/time_to_accuracy.py fmnist --selectors ranked topk --score-resolution 10
+
+Budget mode (``--fractions``) instead trains every method to completion at several step
+budgets, each with the whole schedule compressed to it, and compares *final* accuracy against
+wall time; the target is uniform at 1.0, and SmartLoader methods may run longer budgets (>1)
+that still cost less wall time. The results in docs/results.md:
+
+    python benchmarks/time_to_accuracy.py cifar10 --steps 1500 --fractions 0.8 1.0 1.1 1.2 \
+        --selectors schedule ranked --resolution super_progressive:16:32:8 --scorer history \
+        --threads 1 --tag _budget                                  # ~20 min
+    python benchmarks/time_to_accuracy.py --from-json benchmarks/results/X.json  # re-tabulate
 """
 from __future__ import annotations
 
@@ -172,9 +182,12 @@ def summarize(runs, methods, budgets):
 def summarize_budgets(runs, methods, fractions):
     """Each method trained to completion at several step budgets (same schedule shape).
 
-    Target = uniform's median final accuracy at the full budget (fraction 1.0). A method's time to target
-    is the median wall time of its *smallest* budget whose median final accuracy reaches the
-    target (no interpolation between budgets: conservative by up to one budget step).
+    Target = uniform's median final accuracy at the full budget (fraction 1.0). A method's
+    time to target is the median wall time of its *smallest* budget whose median final
+    accuracy reaches the target (conservative by up to one budget step); ``interp`` also
+    interpolates wall time linearly in accuracy between the two budgets around the target.
+    Paired per seed: the smallest budget reaching *that seed's* uniform accuracy, and the
+    ratio of that seed's uniform wall time to it.
     """
     full = 1.0
     cells = {}
@@ -201,7 +214,29 @@ def summarize_budgets(runs, methods, fractions):
             d.update(fraction_to_target=hit[0], steps_to_target=c["steps"],
                      wall_to_target_s=c["wall_s_median"], wall_speedup=uni_wall / c["wall_s_median"],
                      step_speedup=cells["uniform", full]["steps"] / c["steps"])
+            i = own.index(hit[0])
+            if i > 0:  # interpolate between the budget below the target and the one above
+                lo, hi = cells[m, own[i - 1]], c
+                t = (target - lo["acc_median"]) / (hi["acc_median"] - lo["acc_median"])
+                w = lo["wall_s_median"] + t * (hi["wall_s_median"] - lo["wall_s_median"])
+                d.update(wall_to_target_interp_s=w, wall_speedup_interp=uni_wall / w)
+        d["paired"] = _paired(runs, m, own)
         out["methods"][m] = d
+    return out
+
+
+def _paired(runs, method, fractions):
+    """Per seed: smallest budget whose final accuracy reaches that seed's uniform accuracy at
+    1.0, and uniform's wall time over that run's (``None``: no budget reached it)."""
+    out = {}
+    for u in (r for r in runs if r["method"] == "uniform" and r["fraction"] == 1.0):
+        mine = {r["fraction"]: r for r in runs
+                if r["method"] == method and r["seed"] == u["seed"]}
+        hit = next((mine[f] for f in fractions if f in mine
+                    and mine[f]["final_acc"] >= u["final_acc"] - 1e-12), None)
+        out[str(u["seed"])] = None if hit is None else {
+            "fraction": hit["fraction"], "wall_s": hit["wall_s"],
+            "speedup": u["wall_s"] / hit["wall_s"]}
     return out
 
 
@@ -219,18 +254,25 @@ def markdown_budgets(name, args, summary, load):
              f"Target = uniform's median final accuracy at the full budget: **{100 * t:.2f}%** "
              f"in {summary['uniform_wall_s']:.1f} s. Load: `{load}`.", "",
              "| method | " + " | ".join(f"{f:g} x" for f in fr) + " | time to target | "
-             "wall-clock speed-up | step speed-up |",
-             "|---|" + "---|" * (len(fr) + 3)]
+             "wall-clock speed-up | interpolated | step speed-up | paired per seed |",
+             "|---|" + "---|" * (len(fr) + 5)]
     for m, d in summary["methods"].items():
         cells = [f"{100 * c['acc_median']:.2f}% / {c['wall_s_median']:.1f} s"
                  if (c := d["budgets"].get(str(f))) else "-" for f in fr]
+        interp = (f"{d['wall_speedup_interp']:.2f}x" if "wall_speedup_interp" in d else "-")
         if "wall_speedup" in d:
             tail = (f"{d['wall_to_target_s']:.1f} s ({d['steps_to_target']} steps) | "
-                    f"**{d['wall_speedup']:.2f}x** | {d['step_speedup']:.2f}x")
+                    f"**{d['wall_speedup']:.2f}x** | {interp} | {d['step_speedup']:.2f}x")
         else:
-            tail = "not reached | - | -"
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {tail} |")
-    lines += ["", "Per seed (final accuracy at each budget):", "",
+            tail = "not reached | - | - | -"
+        paired = " / ".join("no" if v is None else f"{v['speedup']:.2f}x"
+                            for v in d["paired"].values())
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {tail} | {paired} |")
+    lines += ["", "Paired per seed: uniform's wall time at 1.0 over the wall time of the "
+              "method's smallest budget that reaches *that seed's* uniform accuracy (\"no\": "
+              "none did). Interpolated: wall time interpolated linearly in accuracy between the "
+              "budgets just below and at the target.",
+              "", "Per seed (final accuracy at each budget):", "",
               "| method | budget | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
               "|---|---|" + "---|" * len(args.seeds)]
     for m, d in summary["methods"].items():
@@ -313,9 +355,31 @@ def plot(runs, methods, path, title):
     fig.savefig(path, dpi=110)
 
 
+def _budget_outputs(stem, args, runs, methods, load):
+    summary = summarize_budgets(runs, methods, args.fractions)
+    md = markdown_budgets(args.dataset, args, summary, load)
+    with open(stem + ".json", "w") as fh:
+        json.dump({"args": vars(args), "load": load, "summary": summary, "runs": runs}, fh,
+                  indent=1)
+    with open(stem + ".md", "w") as fh:
+        fh.write(md)
+    plot_budgets(summary, stem + ".png", f"{args.dataset}: budgets of {args.steps} steps, "
+                 f"scorer {args.scorer}, pool x{args.pool_factor}, beta {args.beta}")
+    print("\n" + md)
+    return 0
+
+
+def _remake(path):
+    with open(path) as fh:
+        saved = json.load(fh)
+    args = argparse.Namespace(**saved["args"])
+    methods = ["uniform"] + args.selectors
+    return _budget_outputs(path[:-len(".json")], args, saved["runs"], methods, saved["load"])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("dataset", choices=sorted(DATASETS))
+    p.add_argument("dataset", nargs="?", choices=sorted(DATASETS))
     p.add_argument("--data", help="dataset directory (default: /work/shared/data/...)")
     p.add_argument("--steps", type=int, help="training steps per run (both methods)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -347,7 +411,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="re-make the tables and plot of a budget-mode result JSON (no training)")
     args = p.parse_args(argv)
+    if args.from_json:
+        return _remake(args.from_json)
+    if args.dataset is None:
+        p.error("give a dataset (or --from-json PATH)")
     if args.fractions and 1.0 not in args.fractions:
         p.error("--fractions must include 1.0 (uniform's full budget sets the target)")
     directory, steps, width, res = DATASETS[args.dataset]
@@ -379,17 +449,7 @@ def main(argv=None):
     stem = os.path.join(HERE, "results", f"time_to_accuracy_{args.dataset}{args.tag}")
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     if args.fractions:
-        summary = summarize_budgets(runs, methods, args.fractions)
-        md = markdown_budgets(args.dataset, args, summary, load)
-        with open(stem + ".json", "w") as fh:
-            json.dump({"args": vars(args), "load": load, "summary": summary, "runs": runs}, fh,
-                      indent=1)
-        with open(stem + ".md", "w") as fh:
-            fh.write(md)
-        plot_budgets(summary, stem + ".png", f"{args.dataset}: budgets of {args.steps} steps, "
-                     f"scorer {args.scorer}, pool x{args.pool_factor}, beta {args.beta}")
-        print("\n" + md)
-        return 0
+        return _budget_outputs(stem, args, runs, methods, load)
     summary = summarize(runs, methods, args.budget)
     with open(stem + ".json", "w") as fh:
         json.dump({"args": vars(args), "load": load, "summary": summary, "runs": runs}, fh,

@@ -30,9 +30,13 @@ hyp = {
     "weight_decay": 5e-4,     # L2, applied by SGD
     "width": 16,              # channels of the first conv block (x2, x4 later)
     "translate": 2,           # px, random translation by reflect-pad + crop
-    "smart": {                # smartloader.wrap config (docs/config.md)
+    "smart": {                # smartloader.wrap config (docs/config.md, docs/schedules.md)
         "pool_factor": 2,     # pool = 2 batches, one is kept
-        "score_resolution": 16,  # px of the no-grad scoring forward (of 32)
+        "index_key": 2,       # batches are (image, label, dataset index)
+        "scorer": {"type": "history"},  # rank by each sample's last training loss: no extra
+                              # forward (the loop reports losses back; docs/strategies.md)
+        "resolution": {"type": "super_progressive", "min": 16, "max": 32, "increment": 8,
+                       "warmup_fraction": 0.05},  # 32 px in the LR warm-up, then 16, 24, 32
     },                        # default phases: 5% uniform warm-up, ranked beta 1, 10% cool-down
 }
 
@@ -58,13 +62,15 @@ class Net(torch.nn.Module):
 
 
 def augment(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and translation of a uint8 batch (one shift per batch: cheap)."""
+    """Random horizontal flip and translation of a batch (one shift per batch: cheap).
+    Works at any size: SmartLoader hands over 16, 24 or 32 px batches as the schedule goes."""
     flip = torch.rand(len(x), generator=g) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if pad:
+        h, w = x.shape[-2:]
         dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
-        x = F.pad(x.float(), (pad,) * 4, mode="reflect")[..., dy:dy + 32, dx:dx + 32]
-    return x.to(torch.uint8)
+        x = F.pad(x.float(), (pad,) * 4, mode="reflect")[..., dy:dy + h, dx:dx + w]
+    return x
 
 
 def evaluate(model, x, y):
@@ -100,9 +106,13 @@ def main():
     while step < steps:
         loader.set_epoch(epoch)
         for x, y, _ in loader:
-            loss = F.cross_entropy(model(augment(x, hyp["translate"], g)), y)
+            losses = F.cross_entropy(model(augment(x, hyp["translate"], g)), y,
+                                     reduction="none")
+            loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if not args.uniform:
+                loader.report_losses(losses.detach())  # feeds the history scorer
             opt.step()
             sched.step()
             step += 1

@@ -100,9 +100,11 @@ class HistoryScorer:
         ids = self._ids(sample_ids, pool_fields, "score()")
         self._step = int(step)
         self._grow(ids)
-        default = self._default_value(self._known_mask(self._seen, self._step))
         known = self._known_mask(self._seen[ids], self._step)
-        scores = torch.where(known, self._loss[ids], torch.full((ids.numel(),), default))
+        scores = self._loss[ids]
+        if not bool(known.all()):  # the default needs a pass over the whole table: only then
+            default = self._default_value(self._known_mask(self._seen, self._step))
+            scores = torch.where(known, scores, torch.full((ids.numel(),), default))
         return scores.to(torch.as_tensor(sample_ids).device)
 
     def observe(self, sample_ids: torch.Tensor | None, losses: torch.Tensor,

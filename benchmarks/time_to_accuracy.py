@@ -355,14 +355,19 @@ def plot(runs, methods, path, title):
     fig.savefig(path, dpi=110)
 
 
-def _budget_outputs(stem, args, runs, methods, load):
-    summary = summarize_budgets(runs, methods, args.fractions)
-    md = markdown_budgets(args.dataset, args, summary, load)
+def _save(stem, args, load, summary, runs, md):
+    """Every run and the summary as JSON, the tables as markdown."""
     with open(stem + ".json", "w") as fh:
         json.dump({"args": vars(args), "load": load, "summary": summary, "runs": runs}, fh,
                   indent=1)
     with open(stem + ".md", "w") as fh:
         fh.write(md)
+
+
+def _budget_outputs(stem, args, runs, methods, load):
+    summary = summarize_budgets(runs, methods, args.fractions)
+    md = markdown_budgets(args.dataset, args, summary, load)
+    _save(stem, args, load, summary, runs, md)
     plot_budgets(summary, stem + ".png", f"{args.dataset}: budgets of {args.steps} steps, "
                  f"scorer {args.scorer}, pool x{args.pool_factor}, beta {args.beta}")
     print("\n" + md)
@@ -451,12 +456,8 @@ def main(argv=None):
     if args.fractions:
         return _budget_outputs(stem, args, runs, methods, load)
     summary = summarize(runs, methods, args.budget)
-    with open(stem + ".json", "w") as fh:
-        json.dump({"args": vars(args), "load": load, "summary": summary, "runs": runs}, fh,
-                  indent=1)
     md = markdown(args.dataset, args, summary, load)
-    with open(stem + ".md", "w") as fh:
-        fh.write(md)
+    _save(stem, args, load, summary, runs, md)
     plot(runs, methods, stem + ".png",
          f"{args.dataset}: {args.steps} steps, width {args.width}, score {args.score_resolution} px, "
          f"pool x{args.pool_factor}, beta {args.beta}")

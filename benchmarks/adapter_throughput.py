@@ -16,14 +16,13 @@ import os
 import tempfile
 import time
 
-import nvidia.dali  # noqa: F401  (import before ffcv/numba, see tests/test_adapter_wrap.py)
+import nvidia.dali  # noqa: F401  (import before ffcv/numba, see tests/adapters/test_adapter_wrap.py)
 import numpy as np
 import torch
 from PIL import Image
 
 import smartloader
-from smartloader.adapters.dali import (DALIAdapter, batches_per_epoch,
-                                       build_classification_pipeline)
+from smartloader.adapters.dali import DALIAdapter, batches_per_epoch, build_classification_pipeline
 from smartloader.adapters.ffcv import FFCVAdapter, write_beton
 
 

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from smartloader.distributed import DistributedSync
-from smartloader.selection import _gumbel_top_k, ranked_log_weights
+from smartloader.pipeline.distributed import DistributedSync
+from smartloader.selection.ranked import gumbel_top_k, ranked_log_weights
 
 POOLS = (256, 512, 1024, 2048, 4096)
 POOL_FACTOR = 2
@@ -47,7 +47,7 @@ def worker(rank: int, tmp: str, steps: int, q) -> None:
                     log_w = sync.log_weights(losses, 1.0)
                 else:
                     log_w = ranked_log_weights(losses, 1.0)
-                _gumbel_top_k(log_w, k, g)
+                gumbel_top_k(log_w, k, g)
                 if i >= 20:
                     times.append(time.perf_counter() - t0)
                     comm.append(sync.comm_time_s)

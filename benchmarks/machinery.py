@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from smartloader import batch as B
-from smartloader.selection import _gumbel_top_k, ranked_log_weights
+from smartloader.common import batch as B
+from smartloader.selection.ranked import gumbel_top_k, ranked_log_weights
 
 
 def main():
@@ -38,7 +38,7 @@ def main():
         finite = torch.isfinite(losses).all()
         lw = ranked_log_weights(losses, 1.0)
         lw = torch.where(finite, lw, torch.zeros_like(lw))
-        idx = _gumbel_top_k(lw, b, g)
+        idx = gumbel_top_k(lw, b, g)
         B.take(pooled, idx, a.pool)
         t2 = time.perf_counter()
         t_pool.append(t1 - t0)

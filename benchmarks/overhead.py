@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import smartloader
-from smartloader.demo import SmallCNN
-from smartloader.scoring import ModelHandle
+from smartloader.tools.demo import SmallCNN
+from smartloader.scoring.model import ModelHandle
 
 
 class Batches:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 # Benchmark the smartloader of this checkout, not whichever copy is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from smartloader.progress import Progress
+from smartloader.common.progress import Progress
 from smartloader.replay import AlphaSchedule, ReplayMemory, ReplayScheduler
 
 DATA = Path("/work/shared/data/fashion-mnist")

@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import smartloader
-from smartloader.datasets import synthetic_images
-from smartloader.demo import SmallCNN, evaluate
-from smartloader.scoring import default_loss
+from smartloader.tools.datasets import synthetic_images
+from smartloader.tools.demo import SmallCNN, evaluate
+from smartloader.scoring.model import default_loss
 
 SCORERS = {"low_res_loss": {"type": "low_res_loss"}, "history": {"type": "history"},
            "proxy (refresh 10)": {"type": "proxy", "refresh_every": 10}}

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 
 import smartloader
-from smartloader.datasets import ShuffledBatches, load_image_dir
-from smartloader.demo import SmallCNN
-from smartloader.progress_bar import ProgressBar
+from smartloader.tools.datasets import ShuffledBatches, load_image_dir
+from smartloader.tools.demo import SmallCNN
+from smartloader.tools.progress_bar import ProgressBar
 
 DATASETS = {  # name: (directory, default steps, width, score resolution)
     "fmnist": ("/work/shared/data/fashion-mnist", 1500, 16, 14),

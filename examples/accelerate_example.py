@@ -21,8 +21,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, TensorDataset
 
 import smartloader
-from smartloader.datasets import synthetic_images
-from smartloader.demo import SmallCNN, evaluate
+from smartloader.tools.datasets import synthetic_images
+from smartloader.tools.demo import SmallCNN, evaluate
 
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=300)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import smartloader
-from smartloader.datasets import ShuffledBatches, load_image_dir
+from smartloader.tools.datasets import ShuffledBatches, load_image_dir
 
 hyp = {
     "steps": 1000,            # training steps (one yielded batch each)

@@ -1,7 +1,7 @@
 """Hard Augment (thesis §3.3.3) on a tiny SimSiam: self-supervised training on the hardest of
 m = 4 views per image, chosen at low resolution by smartloader.HardAugmentLoader.
 
-Data: smartloader.datasets.synthetic_images (8000 oriented gratings, 1x32x32, 10 classes;
+Data: smartloader.tools.datasets.synthetic_images (8000 oriented gratings, 1x32x32, 10 classes;
 labels are used only for the k-NN check at the end). Model: 4-layer CNN encoder (64-d),
 projector and predictor MLPs; pair loss = symmetric negative cosine with stop-gradient.
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 import smartloader
 from smartloader.augment import BatchAugment
-from smartloader.datasets import synthetic_images
+from smartloader.tools.datasets import synthetic_images
 
 HP = dict(batch=128, views=4, train_res=32, score_res=16, lr=0.05, momentum=0.9,
           wd=1e-4, magnitude=6.0, seed=0)  # score_res: r_sel, px (the thesis: 64 for 224)

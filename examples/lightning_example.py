@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import smartloader
-from smartloader.datasets import synthetic_images
-from smartloader.demo import SmallCNN, evaluate
+from smartloader.tools.datasets import synthetic_images
+from smartloader.tools.demo import SmallCNN, evaluate
 
 
 class LitCNN(L.LightningModule):

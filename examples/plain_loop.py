@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import smartloader
-from smartloader.datasets import synthetic_images
-from smartloader.demo import SmallCNN, evaluate
+from smartloader.tools.datasets import synthetic_images
+from smartloader.tools.demo import SmallCNN, evaluate
 
 train_x, train_y, test_x, test_y = synthetic_images(n_train=4000, n_test=1000)
 train_set = TensorDataset(train_x, train_y)

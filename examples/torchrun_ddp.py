@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import smartloader
-from smartloader.datasets import synthetic_images
+from smartloader.tools.datasets import synthetic_images
 
 p = argparse.ArgumentParser()
 p.add_argument("--scope", choices=["local", "global"], default="local")

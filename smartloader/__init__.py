@@ -5,13 +5,13 @@
 >>> for inputs, targets in loader:                           # doctest: +SKIP
 ...     ...                                                   # the loop is unchanged
 """
-from .config import Config, Phase, PhaseSpec, load_config
-from .errors import ConfigError
-from .hard_augment import HardAugmentLoader, HardAugmentStats
-from .loader import SmartLoader, wrap
-from .progress import Progress
-from .selection import ranked_multinomial
-from .stats import StepStats
+from smartloader.config.schema import Config, Phase, PhaseSpec, load_config
+from smartloader.errors import ConfigError
+from smartloader.pipeline.hard_augment import HardAugmentLoader, HardAugmentStats
+from smartloader.pipeline.loader import SmartLoader, wrap
+from smartloader.common.progress import Progress
+from smartloader.selection.ranked import ranked_multinomial
+from smartloader.pipeline.stats import StepStats
 
 __version__ = "0.1.0"
 

@@ -22,13 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if out is sys.stdout else 2
     command, rest = argv[0], argv[1:]
     if command == "demo":
-        from .demo import main as demo
+        from smartloader.tools.demo import main as demo
         return demo(rest)
     if command == "plan":
-        from .commands import plan_main
+        from smartloader.tools.cli import plan_main
         return plan_main(rest)
     if command == "validate":
-        from .commands import validate_main
+        from smartloader.tools.cli import validate_main
         return validate_main(rest)
     raise AssertionError(command)
 

@@ -5,8 +5,9 @@ Only :mod:`.capabilities` is imported here; ``smartloader.adapters.ffcv`` and
 ``import smartloader`` never needs ffcv or nvidia-dali. Install both with
 ``ci/install-adapters.sh``.
 """
-from .capabilities import (LEVELS, Capabilities, change_level, check_capabilities, check_loader,
-                           loader_batch_steps, on_wrap, planned_change)
+from smartloader.pipeline.capabilities import (LEVELS, Capabilities, change_level,
+                                               check_capabilities, check_loader,
+                                               loader_batch_steps, on_wrap, planned_change)
 
 __all__ = ["LEVELS", "Capabilities", "change_level", "check_capabilities", "check_loader",
            "loader_batch_steps", "on_wrap", "planned_change"]

@@ -28,7 +28,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from .capabilities import Capabilities
+from smartloader.pipeline.capabilities import Capabilities
 
 __all__ = ["build_classification_pipeline", "DALIAdapter", "batches_per_epoch", "schedule_fns"]
 
@@ -52,7 +52,7 @@ def schedule_fns(config: Any, batches_per_epoch: int, default_size: int | None =
     ``config``: anything :func:`smartloader.load_config` accepts (pass the same one to
     ``smartloader.wrap``). ``batches_per_epoch``: pipeline iterations per epoch
     (:func:`batches_per_epoch`). Pipeline batch ``b`` is mapped to the training step it
-    feeds with :func:`~smartloader.adapters.capabilities.loader_batch_steps`: one batch per
+    feeds with :func:`~smartloader.pipeline.capabilities.loader_batch_steps`: one batch per
     step in uniform phases, ``pool_factor`` consecutive batches per step in selection
     phases, pools never crossing an epoch end. The mapping is exact for a run from step 0,
     epoch after epoch; it drifts after ``set_epoch`` jumps or a resume from another position
@@ -65,9 +65,9 @@ def schedule_fns(config: Any, batches_per_epoch: int, default_size: int | None =
     given (then it returns that). ``magnitude_fn`` is ``None`` without ``augment``; it maps
     smartloader's magnitude 0..10 to the pipeline's strength 0..1.
     """
-    from ..config import load_config
-    from ..schedules.magnitude import MAX_MAGNITUDE
-    from .capabilities import loader_batch_steps
+    from smartloader.config.schema import load_config
+    from smartloader.schedules.magnitude import MAX_MAGNITUDE
+    from smartloader.pipeline.capabilities import loader_batch_steps
 
     cfg = load_config(config)
     steps: list[int] = []

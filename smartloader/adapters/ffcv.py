@@ -31,7 +31,7 @@ from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
 from ffcv.writer import DatasetWriter
 
-from .capabilities import Capabilities
+from smartloader.pipeline.capabilities import Capabilities
 
 __all__ = ["write_beton", "FFCVAdapter"]
 

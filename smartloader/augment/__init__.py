@@ -12,8 +12,9 @@ from typing import Any, Callable
 
 import torch
 
-from .geometry import (crop_boxes, random_hflip, random_resized_crop, resize_batch)
-from .randaugment import OPS, apply_op, rand_augment
+from smartloader.augment.geometry import (crop_boxes, random_hflip, random_resized_crop,
+                                          resize_batch)
+from smartloader.augment.randaugment import OPS, apply_op, rand_augment
 
 
 def _read(magnitude: Any) -> float:
@@ -28,7 +29,7 @@ def _read(magnitude: Any) -> float:
 class BatchAugment:
     """Random-resized-crop to ``size``, random horizontal flip, then RandAugment.
 
-    ``magnitude`` may be a number, a :class:`~smartloader.shared_value.SharedValue` (read on
+    ``magnitude`` may be a number, a :class:`~smartloader.common.shared_value.SharedValue` (read on
     every call, so a schedule can change it while DataLoader workers run) or a callable
     returning a number. ``num_ops`` (default 2, RandAugment's N) ops are applied per sample.
     """

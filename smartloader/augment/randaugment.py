@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from .geometry import affine_sample, from_unit_float, to_unit_float
+from smartloader.augment.geometry import affine_sample, from_unit_float, to_unit_float
 
 OpFn = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]
 

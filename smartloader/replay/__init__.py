@@ -5,11 +5,12 @@ Pure functions: :func:`epr_priority`, :func:`importance_weights`, :func:`alpha_a
 :class:`ReplayMemory` (the records), :class:`ReplayScheduler` (fresh or replay, per step),
 :class:`ReplayConfig` (from YAML via :func:`parse_replay`).
 """
-from .config import ReplayConfig, parse_replay
-from .memory import (OVERHEAD_BYTES_PER_SLOT, ReplayMemory, capacity_from, fifo_slots,
-                     last_writer, reservoir_slots)
-from .priority import MIN_PRIORITY, AlphaSchedule, alpha_at, epr_priority, importance_weights
-from .schedule import ReplayPlan, ReplayScheduler, replay_plan
+from smartloader.replay.config import ReplayConfig, parse_replay
+from smartloader.replay.memory import (OVERHEAD_BYTES_PER_SLOT, ReplayMemory, capacity_from,
+                                       fifo_slots, last_writer, reservoir_slots)
+from smartloader.replay.priority import (MIN_PRIORITY, AlphaSchedule, alpha_at, epr_priority,
+                                         importance_weights)
+from smartloader.replay.schedule import ReplayPlan, ReplayScheduler, replay_plan
 
 __all__ = [
     "AlphaSchedule", "MIN_PRIORITY", "OVERHEAD_BYTES_PER_SLOT", "ReplayConfig", "ReplayMemory",

@@ -10,11 +10,11 @@ from typing import Any, Mapping
 
 import torch
 
-from .._validate import (as_bool, as_float, as_int, as_str, check_keys, fail, join,
-                         require_mapping)
-from .memory import POLICIES, ReplayMemory, capacity_from
-from .priority import AlphaSchedule
-from .schedule import MODES, ReplayScheduler
+from smartloader.common.readers import (as_bool, as_float, as_int, as_str, check_keys, fail, join,
+                                        require_mapping)
+from smartloader.replay.memory import POLICIES, ReplayMemory, capacity_from
+from smartloader.replay.priority import AlphaSchedule
+from smartloader.replay.schedule import MODES, ReplayScheduler
 
 KEYS = ("capacity", "policy", "device", "priority", "mode", "k", "fraction", "reaugment",
         "join_pool", "importance_weights")

@@ -10,8 +10,8 @@ from typing import Mapping
 
 import torch
 
-from ..progress import Progress
-from .priority import AlphaSchedule, epr_priority, importance_weights
+from smartloader.common.progress import Progress
+from smartloader.replay.priority import AlphaSchedule, epr_priority, importance_weights
 
 POLICIES = ("reservoir", "fifo")
 PRIORITIES = ("uniform", "epr")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..progress import Progress
+from smartloader.common.progress import Progress
 
 #: Smallest priority :func:`epr_priority` returns. With ``alpha = 1`` a sample the model fits
 #: perfectly (loss 0) would get priority 0: it could never be drawn again and its importance

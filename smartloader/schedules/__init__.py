@@ -9,18 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .._validate import as_float, fail, join, require_mapping
-from ..progress import Progress
-from .lr import (F1CLRScheduler, F1CLRSchedule, LinearScalingScheduler,
-                 LinearScalingSchedule, LRSchedule, f1_clr, linear_scaling_lr,
-                 lr_from_config)
-from .magnitude import (ConstantMagnitude, LinearMagnitude, MagnitudeSchedule,
-                        PiecewiseMagnitude, linear_magnitude, magnitude_from_config,
-                        piecewise_magnitude)
-from .resolution import (ConstantResolution, ProgressiveResolution, ResolutionSchedule,
-                         SuperProgressiveResolution, distinct_resolutions,
-                         progressive_resolution, resolution_from_config, resolution_grid,
-                         score_resolution, super_progressive_resolution)
+from smartloader.common.readers import as_float, fail, join, require_mapping
+from smartloader.common.progress import Progress
+from smartloader.schedules.lr import (F1CLRScheduler, F1CLRSchedule, LinearScalingScheduler,
+                                      LinearScalingSchedule, LRSchedule, f1_clr, linear_scaling_lr,
+                                      lr_from_config)
+from smartloader.schedules.magnitude import (ConstantMagnitude, LinearMagnitude, MagnitudeSchedule,
+                                             PiecewiseMagnitude, linear_magnitude,
+                                             magnitude_from_config, piecewise_magnitude)
+from smartloader.schedules.resolution import (ConstantResolution, ProgressiveResolution,
+                                              ResolutionSchedule, SuperProgressiveResolution,
+                                              distinct_resolutions, progressive_resolution,
+                                              resolution_from_config, resolution_grid,
+                                              score_resolution, super_progressive_resolution)
 
 _KIND = {ConstantResolution: "constant", ProgressiveResolution: "progressive",
          SuperProgressiveResolution: "super_progressive", ConstantMagnitude: "constant",

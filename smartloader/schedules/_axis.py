@@ -1,13 +1,13 @@
 """The progress axis every schedule is a function of.
 
-A schedule is called with a :class:`~smartloader.progress.Progress` or a plain step
+A schedule is called with a :class:`~smartloader.common.progress.Progress` or a plain step
 (``int``). Fractions of training (``start``, ``end``, ``warmup_fraction``) are always
 ``step / total_steps``, the same axis as :attr:`Progress.fraction`, so a value reached "at
 fraction 1.0" is reached at ``step == total_steps`` (one step after the last training step).
 """
 from __future__ import annotations
 
-from ..progress import Progress
+from smartloader.common.progress import Progress
 
 
 def resolve(progress_or_step: Progress | int, total_steps: int | None,

@@ -22,9 +22,10 @@ from typing import Any, Mapping
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from .._validate import as_float, as_int, as_str, check_keys, fail, join, require_mapping
-from ..progress import Progress
-from ._axis import resolve
+from smartloader.common.readers import (as_float, as_int, as_str, check_keys, fail, join,
+                                        require_mapping)
+from smartloader.common.progress import Progress
+from smartloader.schedules._axis import resolve
 
 
 def f1_clr(step: int, total_steps: int, max_lr: float, warmup_steps: int,

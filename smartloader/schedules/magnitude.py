@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .._validate import (as_float, as_list, as_str, check_keys, fail, join,
-                         require_mapping)
-from ..progress import Progress
-from ._axis import fraction, ramp, resolve
+from smartloader.common.readers import (as_float, as_list, as_str, check_keys, fail, join,
+                                        require_mapping)
+from smartloader.common.progress import Progress
+from smartloader.schedules._axis import fraction, ramp, resolve
 
 #: Largest magnitude the augment ops define (their strongest setting).
 MAX_MAGNITUDE = 10.0

@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .._validate import as_float, as_int, as_str, check_keys, fail, join, require_mapping
-from ..progress import Progress
-from ._axis import ramp, resolve
+from smartloader.common.readers import (as_float, as_int, as_str, check_keys, fail, join,
+                                        require_mapping)
+from smartloader.common.progress import Progress
+from smartloader.schedules._axis import ramp, resolve
 
 #: Default snapping increment in pixels (5 stride-2 stages in a ResNet: 2**5 = 32).
 DEFAULT_INCREMENT = 32

@@ -1,0 +1,48 @@
+"""The transform stage: the post-selection batch transform (MixUp / CutMix), if any.
+
+It runs on the batch after it was chosen, so the pool was scored on clean samples. Its
+randomness comes from its own CPU ``torch.Generator``, saved in state.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from smartloader.augment.mixing import build_batch_transform
+from smartloader.common import batch as B
+from smartloader.common.state import strict_keys
+
+__all__ = ["TransformStage"]
+
+
+class TransformStage:
+    """``batch_transform:`` applied to every yielded batch (a no-op without one).
+
+    Args:
+        spec: the validated ``batch_transform`` mapping, or None.
+        seed: seeds the stage's generator.
+    """
+
+    def __init__(self, spec: Mapping[str, Any] | None, seed: int) -> None:
+        self.transform = None if spec is None else build_batch_transform(spec)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, batch: Any, keys: tuple) -> Any:
+        if self.transform is None:
+            return batch
+        ik, tk = keys
+        x, y = self.transform(B.get_field(batch, ik), B.get_field(batch, tk), self.generator)
+        return B.replace_field(B.replace_field(batch, ik, x), tk, y)
+
+    def state_dict(self) -> dict[str, Any]:
+        # only a transform draws from the generator (None keeps plain states tensor-free)
+        return {"generator": None if self.transform is None else self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        strict_keys(self, state, {"generator"}, "state.transform")
+        if (state["generator"] is None) != (self.transform is None):
+            raise ValueError("state.transform.generator: saved with a different "
+                             "batch_transform config")
+        if state["generator"] is not None:
+            self.generator.set_state(state["generator"])

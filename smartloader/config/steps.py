@@ -1,0 +1,103 @@
+"""Training steps vs wrapped batches: the one model of how a run consumes its loader.
+
+A *step* is one batch SmartLoader yields; a *wrapped batch* is one batch of the loader it
+wraps. The two axes differ because
+
+- a uniform step consumes one wrapped batch;
+- a selection step consumes ``pool_factor`` of them (a pool), in the phase of the step the
+  pool starts in; a pool never crosses the end of an epoch, so the last one may be short;
+- with ``replay: {mode: steps, k: K}`` each fresh step in a phase with replay on is followed
+  by ``K`` replay steps that consume no wrapped batch.
+
+``len(loader)``, the adapters' resolution plan (FFCV and DALI set their decode size per
+wrapped batch) and ``smartloader plan`` all read this module, so they agree by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from smartloader.config.phases import Phase, phase_at
+
+__all__ = ["Consumption", "epoch_steps", "steps_in_epoch", "loader_batch_steps"]
+
+
+@dataclass(frozen=True)
+class Consumption:
+    """How one run turns wrapped batches into steps.
+
+    Args:
+        phases: the resolved phases.
+        pool_factor: wrapped batches per selection pool.
+        replay_steps: replay steps after each fresh step in a phase with replay on (``k`` of
+            ``replay: {mode: steps}``; 0 otherwise).
+    """
+
+    phases: tuple[Phase, ...]
+    pool_factor: int
+    replay_steps: int = 0
+
+    @classmethod
+    def of(cls, config) -> "Consumption":
+        """The model for a :class:`~smartloader.config.Config`."""
+        rp = config.replay
+        extra = rp.k if rp is not None and rp.mode == "steps" else 0
+        return cls(tuple(config.resolve_phases()), config.pool_factor, extra)
+
+    def batches_per_step(self, step: int) -> int:
+        """Wrapped batches a fresh step at ``step`` draws (before the epoch end cuts it)."""
+        return self.pool_factor if phase_at(self.phases, step).selects else 1
+
+    def trailing_replays(self, step: int) -> int:
+        """Replay steps that follow a fresh step at ``step``."""
+        return self.replay_steps if phase_at(self.phases, step).replay else 0
+
+
+def epoch_steps(model: Consumption, start_step: int, batches: int
+                ) -> Iterator[tuple[int, int, int]]:
+    """``(step, first wrapped batch, wrapped batches consumed)`` for every step of an epoch of
+    ``batches`` wrapped batches that starts at ``start_step``; replay steps consume 0."""
+    step, consumed = start_step, 0
+    while consumed < batches:
+        take = min(model.batches_per_step(step), batches - consumed)
+        replays = model.trailing_replays(step)
+        yield step, consumed, take
+        for r in range(replays):
+            yield step + 1 + r, consumed + take, 0
+        consumed += take
+        step += 1 + replays
+
+
+def steps_in_epoch(model: Consumption, start_step: int, batches: int) -> int:
+    """How many steps an epoch of ``batches`` wrapped batches yields from ``start_step``."""
+    return sum(1 for _ in epoch_steps(model, start_step, batches))
+
+
+def loader_batch_steps(config, batches_per_epoch: int) -> Iterator[tuple[int, int, int]]:
+    """``(wrapped batch index over the run, epoch, step it feeds)`` for every wrapped batch,
+    endlessly, in the order SmartLoader consumes them.
+
+    Exact for a run that starts at step 0 and goes epoch after epoch with
+    ``batches_per_epoch`` batches each; it drifts after a ``set_epoch`` jump, a resume from
+    another position, when ranks agree on fewer batches, or when the loader yields fewer
+    batches than its ``len``.
+    """
+    if batches_per_epoch < 1:
+        raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch!r}")
+    model = Consumption.of(config)
+    step = batch = epoch = 0
+    while True:
+        last = step
+        for s, _, take in epoch_steps(model, step, batches_per_epoch):
+            for _ in range(take):
+                yield batch, epoch, s
+                batch += 1
+            last = s
+        step = last + 1
+        epoch += 1
+
+
+def phases_reached(phases: Sequence[Phase], steps: int) -> list[Phase]:
+    """The phases a run of ``steps`` steps enters (a phase starting at or after ``steps`` is
+    never reached)."""
+    return [p for p in phases if p.start < steps]

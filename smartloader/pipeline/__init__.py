@@ -1,0 +1,1 @@
+"""The loader's surface and its epoch loop: :class:`~smartloader.pipeline.loader.SmartLoader`."""

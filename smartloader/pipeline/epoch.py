@@ -1,0 +1,174 @@
+"""The epoch loop: read the wrapped loader, pool its batches, and yield one batch per step.
+
+Each ``iter(smartloader)`` runs :func:`run_epoch` once. In a uniform phase a wrapped batch
+passes through one for one; in a selection phase ``pool_factor`` of them form a pool and the
+:class:`~smartloader.pipeline.step.SelectionStep` chooses the batch to train on. Every
+yielded batch goes through :func:`emit` (batch transform, resolution, stats, step count), and
+owed replay steps follow it. A phase is fixed per pool: a pool started in a selection phase
+completes. How many steps an epoch yields is :mod:`smartloader.config.steps`'s model.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+from typing import Any, Iterator
+
+import torch
+
+from smartloader.common import batch as B
+from smartloader.common.epochs import forward_set_epoch, mix_seed
+from smartloader.config.phases import Phase, phase_at
+from smartloader.pipeline.stats import StepStats, materialize
+from smartloader.pipeline import step as _step
+from smartloader.pipeline.step import Selected
+
+__all__ = ["run_epoch", "emit", "report_fallbacks"]
+
+logger = logging.getLogger("smartloader")
+
+
+def run_epoch(sl: Any, token: int) -> Iterator[Any]:
+    """One epoch of ``sl`` (a :class:`~smartloader.SmartLoader`) from its cursor."""
+    cur = sl._cursor
+    epoch = cur.epoch
+    forward_set_epoch(sl.loader, epoch)
+    limit = sl.distributed.epoch_limit(sl.loader, epoch)
+    gen = cur.generator_on(sl._handle.device)
+    resume, cur.resume = cur.resume, None
+    if resume is not None and resume["epoch"] == epoch:
+        gen.set_state(resume["generator"])
+        skip, cur.epoch_start_step = resume["consumed"], resume["epoch_start_step"]
+    else:
+        gen.manual_seed(mix_seed(sl.config.seed, epoch, sl._rank))
+        skip, cur.epoch_start_step = 0, cur.step
+    sl._scoring.start_epoch(epoch, resumed=bool(skip))
+    cur.consumed = 0
+    cur.active = True
+    cur.mid_epoch = True
+    it = iter(sl.loader)
+    try:
+        for _ in range(skip):
+            try:
+                next(it)
+            except StopIteration:
+                raise RuntimeError(
+                    f"cannot resume: the wrapped loader yields only {cur.consumed} batches in "
+                    f"epoch {epoch}, the saved state had consumed {skip}. Is it "
+                    f"deterministic per epoch?") from None
+            cur.consumed += 1
+        if skip:
+            logger.info("resumed epoch %d: re-read %d wrapped batches", epoch, skip)
+            if sl._keys is None and sl._replay.pending:
+                sl._inspect_first(sl._replay.template)
+            yield from _replays(sl)  # replay steps owed when the state was saved
+        if limit is not None:  # every rank reads the same number of batches
+            it = itertools.islice(it, max(0, limit - cur.consumed))
+        pool: list = []
+        sizes: list[int] = []
+        phase = phase_at(sl.phases, cur.step)
+        for batch in it:
+            if token != cur.token:
+                raise RuntimeError("this SmartLoader iterator was superseded by a newer "
+                                   "iter(); use one iterator at a time")
+            cur.consumed += 1
+            if sl._keys is None:
+                sl._inspect_first(batch)
+            if not pool:
+                phase = _enter_phase(sl)
+            n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
+            if not phase.selects:
+                batch = sl._replay.fresh(batch, sl._keys, None, phase.replay, cur.step,
+                                        sl.magnitude)
+                yield emit(sl, Selected(batch, n, n), phase)
+                yield from _replays(sl)
+                continue
+            pool.append(batch)
+            sizes.append(n)
+            if len(pool) == sl.config.pool_factor:
+                yield _select(sl, pool, sizes, phase)
+                pool, sizes = [], []
+                yield from _replays(sl)
+        if pool:
+            cur.short_pools += 1
+            yield _select(sl, pool, sizes, phase)
+            yield from _replays(sl)
+        report_fallbacks(sl)
+        cur.epoch = epoch + 1
+        cur.mid_epoch = False
+        cur.consumed = 0
+    finally:
+        if token == cur.token:
+            cur.active = False
+
+
+def _select(sl: Any, pool: list, sizes: list[int], phase: Phase) -> Any:
+    k = sl._batch_size or sizes[0]
+    chosen = sl._selection_step(pool, sizes, phase, k, sl._keys, sl._cursor.step,
+                               sl._cursor.generator, sl.magnitude)
+    if chosen.scored_by is not None and _step.host_reads_cheap(sl._handle.device):
+        report_fallbacks(sl)
+    return emit(sl, chosen, phase)
+
+
+def _enter_phase(sl: Any) -> Phase:
+    step = sl._cursor.step
+    sl._schedules.begin_step(step)
+    phase = phase_at(sl.phases, step)
+    if phase.name != sl._last_phase:
+        logger.info("step %d: phase %r (%s%s)", step, phase.name, phase.selection,
+                    f", beta {phase.beta:g}" if phase.selects else "")
+        sl._last_phase = phase.name
+    total = sl.config.total_steps
+    if total is not None and step >= total and not sl._warned_past_end:
+        logger.warning("step %d is past total_steps %d; phase %r goes on", step, total,
+                       phase.name)
+        sl._warned_past_end = True
+    return phase
+
+
+def _replays(sl: Any) -> Iterator[Any]:
+    """The replay steps owed after a fresh batch (``replay: {mode: steps}``), one step each."""
+    while sl._replay.pending > 0:
+        step = sl._cursor.step
+        sl._schedules.begin_step(step)
+        batch = sl._replay.next_replay(sl._keys, step, sl.magnitude)
+        if batch is None:
+            return
+        n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
+        yield emit(sl, Selected(batch, n, n), phase_at(sl.phases, step))
+
+
+def emit(sl: Any, chosen: Selected, phase: Phase) -> Any:
+    """The transform stages, the step's stats, the step count and the callback."""
+    cur = sl._cursor
+    sl._scoring.remember(chosen.batch, sl._keys)
+    batch = sl._transform(chosen.batch, sl._keys)
+    batch, scheduled = sl._schedules.finish(batch, sl._keys[0], cur.step)
+    replay = sl._replay
+    sl._stats = StepStats(
+        step=cur.step, epoch=cur.epoch, phase=phase.name, selection=phase.selection,
+        beta=phase.beta, pool_size=chosen.pool_size, batch_size=chosen.size,
+        pool_loss_mean=chosen.pool_loss, selected_loss_mean=chosen.selected_loss,
+        pool_time_s=chosen.times[0], score_time_s=chosen.times[1],
+        select_time_s=chosen.times[2], uniform_fallbacks=sl._chooser.fallbacks,
+        short_pools=cur.short_pools, scored_by=chosen.scored_by,
+        scoring_forwards=sl._scoring.forwards, forwards_skipped=sl._scoring.skipped,
+        noisy_flagged=sl._scoring.flagged, replayed=replay.replayed,
+        replay_nbytes=None if replay.memory is None else replay.memory.nbytes, **scheduled)
+    cur.step += 1
+    if sl._callback is not None:
+        sl._callback(materialize(sl._stats))
+    return batch
+
+
+def report_fallbacks(sl: Any) -> None:
+    """Warn once about pools drawn uniformly because of NaN/inf scores since the last call."""
+    total = int(sl._chooser.fallbacks)
+    if total > sl._fallbacks_reported:
+        msg = (f"smartloader: {total - sl._fallbacks_reported} step(s) had NaN or infinite "
+               f"scoring losses and drew their batch uniformly (step {sl._cursor.step}; "
+               f"{total} in total)")
+        logger.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        sl._fallbacks_reported = total

@@ -1,0 +1,308 @@
+"""SmartLoader: wrap any iterable of batches and yield batches chosen by online selection.
+
+This module is the loader's surface: construction (the stages, from the config), the public
+properties, ``len()``, and state. The epoch loop is :mod:`smartloader.pipeline.epoch`, one
+selection step :mod:`smartloader.pipeline.step`, the cursor and state checks
+:mod:`smartloader.pipeline.state`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from smartloader.augment.transform import TransformStage
+from smartloader.common.epochs import check_epoch, mix_seed
+from smartloader.config.phases import Phase
+from smartloader.config.schema import Config, load_config
+from smartloader.config.steps import Consumption, steps_in_epoch
+from smartloader.errors import StateError
+from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
+from smartloader.pipeline.distributed import DistributedSync
+from smartloader.pipeline.epoch import run_epoch
+from smartloader.pipeline.state import STATE_KEYS, STATE_VERSION, Cursor
+from smartloader.pipeline.stats import StepStats, materialize
+from smartloader.pipeline.step import SelectionStep
+from smartloader.replay.stage import build_replay_stage
+from smartloader.schedules.applier import ScheduleApplier
+from smartloader.scoring.model import ModelHandle
+from smartloader.scoring.stage import ScoringStage
+from smartloader.selection.choose import Chooser
+from smartloader.common import batch as B
+
+__all__ = ["SmartLoader", "wrap"]
+
+logger = logging.getLogger("smartloader")
+
+
+def _dist_rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class SmartLoader:
+    """Yields batches chosen from larger uniform pools by how hard the live model finds them.
+
+    ``for batch in SmartLoader(loader, model, config): ...`` trains exactly as ``for batch in
+    loader`` did, except that during *selection* phases each yielded batch is chosen from
+    ``pool_factor`` consecutive batches of ``loader`` by :func:`~smartloader.ranked_multinomial`
+    over their scoring losses. During *uniform* phases the wrapped batches pass through
+    unchanged, one for one.
+
+    Args:
+        loader: any iterable of batches (a ``DataLoader``, a generator factory with
+            ``__iter__``, FFCV/DALI adapters). Re-iterated once per epoch.
+        model: the model being trained; scored without side effects (see
+            :class:`~smartloader.scoring.ModelHandle`).
+        config: YAML path, mapping or :class:`~smartloader.Config`; ``None`` = defaults.
+        loss_fn: ``loss_fn(outputs, targets) -> Tensor[n]``; default per-sample cross-entropy.
+        callback: called with the :class:`~smartloader.pipeline.stats.StepStats` of every step (reading
+            them synchronises with the GPU; leave it ``None`` on fast paths).
+        **overrides: replace top-level config keys, e.g. ``total_steps=10_000``.
+
+    Epochs: each ``iter()`` runs one epoch of the wrapped loader. ``set_epoch(e)`` (also
+    forwarded to the wrapped loader or its sampler) chooses the epoch; without it the epoch
+    advances by one after each complete pass. A selection epoch yields about
+    ``1/pool_factor`` as many batches as the wrapped loader; ``len()`` says exactly how many.
+
+    End of an epoch: the last pool may hold fewer than ``pool_factor`` batches. If it still has
+    more samples than one batch, a full batch is selected from it; if not (a lone, possibly
+    partial, batch), it is yielded unchanged, like the wrapped loader's own last batch. Samples
+    are never dropped silently nor padded with repeats; ``stats.short_pools`` counts these.
+    """
+
+    def __init__(self, loader: Iterable, model: torch.nn.Module,
+                 config: Any = None, *, loss_fn: Callable | None = None,
+                 callback: Callable[[StepStats], None] | None = None, **overrides: Any):
+        if not hasattr(loader, "__iter__"):
+            raise TypeError(f"loader must be iterable, got {type(loader).__name__}")
+        if hasattr(loader, "__next__") and iter(loader) is loader:
+            raise TypeError("loader is a one-shot iterator (e.g. a generator object); pass "
+                            "something that can be iterated once per epoch, such as a "
+                            "DataLoader or an object whose __iter__ returns a new generator")
+        cfg = load_config(config, **overrides)
+        self.config: Config = cfg
+        self.loader = loader
+        self._phases: tuple[Phase, ...] = cfg.resolve_phases()
+        self._rank = _dist_rank()
+        self._callback = callback
+        bs = getattr(loader, "batch_size", None)
+        #: the wrapped loader's batch size, else the first batch's (None before it)
+        self._batch_size: int | None = bs if isinstance(bs, int) and bs > 0 else None
+        # the stages, in the order a selection step runs them
+        self._handle = ModelHandle(model, loss_fn, cfg.score_resolution, cfg.autocast)
+        self._schedules = ScheduleApplier(cfg.schedules, cfg.total_steps, cfg.score_resolution,
+                                         self._handle)
+        #: collectives under torch.distributed (equal step counts, global selection)
+        self.distributed = DistributedSync(cfg.selection_scope)
+        self._scoring = ScoringStage(cfg.strategies, model)
+        self._chooser = Chooser(self._phases, self.distributed.ranked_log_weights
+                               if cfg.selection_scope == "global" else None)
+        self._transform = TransformStage(cfg.strategies.get("batch_transform"),
+                                        mix_seed(cfg.seed, 0x6D6978, self._rank))
+        self._replay = build_replay_stage(
+            cfg.replay, loader, self._batch_size, self._scoring.index_key, cfg.total_steps,
+            mix_seed(cfg.seed, 0x7265706C, self._rank), self._handle.device)
+        self._selection_step = SelectionStep(self._handle, self._scoring, self._chooser,
+                                            self._replay, self.distributed, cfg.pool_factor)
+        self._consumption = Consumption.of(cfg)
+        self._cursor = Cursor()
+        self._keys: tuple | None = None
+        self._stats: StepStats | None = None
+        self._last_phase: str | None = None
+        self._warned_past_end = False
+        self._fallbacks_reported = 0
+        if cfg.default_phases and cfg.total_steps is None:
+            logger.warning("total_steps not given: using a 100-step uniform warm-up then "
+                           "ranked selection to the end, without the 10%% uniform cool-down "
+                           "(it needs the end of training); pass total_steps=N to get it")
+        _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters)
+        for p in self._phases:
+            if p.selects and cfg.pool_factor < 1 + p.beta:
+                logger.warning("phase %r: beta %.3g with pool_factor %d; the paper keeps "
+                               "pool_factor >= 1 + beta", p.name, p.beta, cfg.pool_factor)
+
+    # -- public surface -------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int | None:
+        """The wrapped loader's batch size (its ``batch_size``, else the first batch's size)."""
+        return self._batch_size
+
+    @property
+    def stats(self) -> StepStats | None:
+        """Numbers for the last yielded batch; ``None`` before the first."""
+        return None if self._stats is None else materialize(self._stats)
+
+    @property
+    def replay_memory(self):
+        """The :class:`~smartloader.replay.ReplayMemory` (``None`` without ``replay:``);
+        ``replay_memory.nbytes`` is its size."""
+        return self._replay.memory
+
+    @property
+    def replay_weights(self) -> torch.Tensor | None:
+        """Importance weights of the last yielded batch, one per sample (1 for fresh samples,
+        mean 1 over the replayed ones); ``None`` without ``replay:`` or before a batch."""
+        return self._replay.weights
+
+    @property
+    def magnitude(self):
+        """:class:`~smartloader.common.shared_value.SharedValue` holding the augmentation magnitude
+        of the step about to be produced (set every step; 5.0 without an ``augment``
+        schedule). Pass it to transforms running in DataLoader workers; see
+        :mod:`smartloader.schedules.applier` for the prefetch lag."""
+        return self._schedules.magnitude
+
+    @property
+    def resolution(self) -> int | None:
+        """Training resolution of the step about to be produced (``stats.resolution`` is the
+        last yielded batch's); ``None`` without a ``resolution`` schedule."""
+        return self._schedules.resolution_at(self._cursor.step)
+
+    def lr_scheduler(self, optimizer: torch.optim.Optimizer):
+        """The config's ``lr`` schedule as an ``LRScheduler`` on ``optimizer``; call its
+        ``step()`` after every ``optimizer.step()``. Raises ``ValueError`` without ``lr``."""
+        return self._schedules.lr_scheduler(optimizer)
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        """The configured phases resolved to step ranges."""
+        return self._phases
+
+    @property
+    def step(self) -> int:
+        """Batches yielded so far over the whole run."""
+        return self._cursor.step
+
+    @property
+    def epoch(self) -> int:
+        """The epoch in progress, or the next one between epochs."""
+        return self._cursor.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch the next ``iter()`` runs (its seed and the wrapped sampler's epoch)."""
+        check_epoch(epoch)
+        cur = self._cursor
+        if cur.resume is not None and cur.resume["epoch"] != epoch:
+            logger.warning("set_epoch(%d) after loading a state saved in the middle of epoch "
+                           "%d: the saved position is dropped and epoch %d starts from its "
+                           "beginning", epoch, cur.resume["epoch"], epoch)
+            cur.resume = None
+        cur.epoch = epoch
+
+    def __len__(self) -> int:
+        """Batches one full pass over the current (or next) epoch yields, from its start."""
+        try:
+            n = len(self.loader)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(f"len() needs a wrapped loader with a length; "
+                            f"{type(self.loader).__name__} has none") from None
+        if self.distributed.batch_limit is not None:  # agreed by all ranks this epoch
+            n = min(n, self.distributed.batch_limit)
+        cur = self._cursor
+        if cur.mid_epoch:
+            start = cur.epoch_start_step
+        elif cur.resume is not None:
+            start = cur.resume["epoch_start_step"]
+        else:
+            start = cur.step
+        return steps_in_epoch(self._consumption, start, n)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._cursor.token += 1
+        return run_epoch(self, self._cursor.token)
+
+    def __repr__(self) -> str:
+        return (f"SmartLoader(loader={type(self.loader).__name__}, step={self._cursor.step}, "
+                f"epoch={self._cursor.epoch}, pool_factor={self.config.pool_factor}, "
+                f"phases={[p.name for p in self._phases]})")
+
+    def report_losses(self, losses: torch.Tensor) -> None:
+        """Optional: the per-sample training losses (``reduction='none'``) of the batch just
+        yielded, in its order. The scorer observes them (the ``history`` scorer's table, the
+        ``proxy`` scorer's bank); the loop works without it. With ``replay:`` they also
+        update the stored losses (EPR priorities) of the batch's replayed samples and of its
+        fresh samples the memory kept."""
+        self._scoring.report_losses(losses)
+        self._replay.report_losses(losses)
+
+    def _inspect_first(self, batch: Any) -> None:
+        """Find the input/target fields and probe the loss on the first batch, so that a
+        wrong key or loss_fn fails at the first step, not when selection starts."""
+        ik = B.resolve_key(batch, self.config.input_key, "input")
+        tk = B.resolve_key(batch, self.config.target_key, "target")
+        inputs = B.get_field(batch, ik)
+        n = B.batch_size_of(inputs)
+        if self._batch_size is None:
+            self._batch_size = n
+        self._keys = (ik, tk)
+        if any(p.selects for p in self._phases):
+            if not isinstance(inputs, torch.Tensor):
+                raise TypeError(f"input_key {list(ik)}: selection scores the input with the "
+                                f"model, so it must be a tensor, got {type(inputs).__name__}")
+            targets = B.get_field(batch, tk)
+            probe = min(n, 2)
+            t = targets[:probe] if isinstance(targets, torch.Tensor) else targets
+            self._handle.losses(inputs[:probe], t)
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue batch for batch: the cursor (step, epoch, position,
+        generator), each stage's state, and the config it was saved with.
+
+        Taken between batches, it describes what the consumer has received. The wrapped
+        loader's own state is not included: on resume, SmartLoader re-reads (without
+        scoring or yielding) the batches the interrupted epoch had consumed, which requires
+        the wrapped loader to produce the same batches for the same epoch.
+        """
+        return {"version": STATE_VERSION, **self._cursor.state_dict(),
+                "config": self.config.to_dict(),
+                "scoring": self._scoring.state_dict(), "selection": self._chooser.state_dict(),
+                "transform": self._transform.state_dict(), "replay": self._replay.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
+
+        Strict: every entry is checked (keys, types, ranges, the config it was saved with)
+        before anything changes, and a problem raises :class:`~smartloader.errors.StateError`
+        naming the entry.
+        """
+        if not isinstance(state, dict):
+            raise StateError(f"state: must be a dict, got {type(state).__name__}")
+        missing, unknown = STATE_KEYS - set(state), set(state) - STATE_KEYS
+        if missing or unknown:
+            raise StateError(f"state: missing keys {sorted(missing)}, unknown keys "
+                             f"{sorted(unknown)}")
+        if state["version"] != STATE_VERSION:
+            raise StateError(f"state.version: {state['version']!r}, this smartloader reads "
+                             f"{STATE_VERSION}")
+        ours = self.config.to_dict()
+        saved = state["config"]
+        if not isinstance(saved, dict):
+            raise StateError(f"state.config: must be a dict, got {type(saved).__name__}")
+        diff = [k for k in sorted(set(ours) | set(saved)) if ours.get(k) != saved.get(k)]
+        if diff:
+            raise StateError("state.config: saved with a different configuration ("
+                             + ", ".join(f"{k}: saved {saved.get(k)!r}, now {ours.get(k)!r}"
+                                         for k in diff) + ")")
+        if self._cursor.active:
+            raise RuntimeError("load_state_dict() during an iteration; call it before iter()")
+        self._cursor.load_state_dict(state)
+        self._scoring.load_state_dict(state["scoring"])
+        self._chooser.load_state_dict(state["selection"])
+        self._transform.load_state_dict(state["transform"])
+        self._replay.load_state_dict(state["replay"])
+        self._fallbacks_reported = int(self._chooser.fallbacks)
+        self._stats = None
+        self._schedules.begin_step(self._cursor.step)
+
+
+def wrap(loader: Iterable, model: torch.nn.Module, config: Any = None, *,
+         loss_fn: Callable | None = None, callback: Callable | None = None,
+         **overrides: Any) -> SmartLoader:
+    """Wrap ``loader`` in a :class:`SmartLoader`: the one line a training loop needs.
+
+    >>> loader = smartloader.wrap(loader, model, "smartloader.yaml", total_steps=10_000)
+    """
+    return SmartLoader(loader, model, config, loss_fn=loss_fn, callback=callback, **overrides)

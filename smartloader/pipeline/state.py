@@ -1,0 +1,109 @@
+"""Where a run is (the cursor), and the strict checks a saved state must pass to load.
+
+The cursor is the position over the run: the step (batches yielded so far), the epoch, how
+many wrapped batches the epoch in progress has consumed, the step that epoch started at, and
+the selection generator. ``SmartLoader.state_dict()`` nests each stage's state under its own
+key next to it (``scoring``, ``selection``, ``transform``, ``replay``), and
+``load_state_dict()`` checks every entry before anything is changed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from smartloader.errors import StateError
+
+__all__ = ["Cursor", "STATE_VERSION", "STATE_KEYS", "STAGE_KEYS", "check_cursor_state"]
+
+STATE_VERSION = 2
+#: the cursor's entries, then the stages' nested states, then the config
+CURSOR_KEYS = ("step", "epoch", "consumed", "epoch_start_step", "generator",
+               "generator_device", "short_pools")
+STAGE_KEYS = ("scoring", "selection", "transform", "replay")
+STATE_KEYS = frozenset(("version", "config") + CURSOR_KEYS + STAGE_KEYS)
+
+
+@dataclass
+class Cursor:
+    """The run's position; ``SmartLoader`` owns one."""
+
+    step: int = 0                 #: batches yielded over the run
+    epoch: int = 0                #: the epoch in progress, or the next one between epochs
+    consumed: int = 0             #: wrapped batches the epoch in progress has read
+    epoch_start_step: int = 0     #: the step the epoch in progress started at
+    short_pools: int = 0          #: end-of-epoch pools with fewer than pool_factor batches
+    active: bool = False          #: an iterator is running (guards load_state_dict)
+    mid_epoch: bool = False       #: the consumer holds batches of an unfinished epoch
+    token: int = 0                #: the newest iterator; older ones fail on their next batch
+    #: a loaded mid-epoch position, applied when the next iterator starts that epoch
+    resume: dict | None = None
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+    def generator_on(self, device: torch.device) -> torch.Generator:
+        """The selection generator, on ``device`` (made anew when the model moved)."""
+        if self.generator is None or self.generator.device != device:
+            self.generator = torch.Generator(device=device)
+        return self.generator
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.resume is not None:  # loaded, not yet resumed: hand the position on
+            r = self.resume
+            return {"step": self.step, "epoch": r["epoch"], "consumed": r["consumed"],
+                    "epoch_start_step": r["epoch_start_step"], "generator": r["generator"],
+                    "generator_device": r["generator_device"], "short_pools": self.short_pools}
+        mid = self.mid_epoch and self.consumed > 0
+        gen = self.generator
+        return {"step": self.step, "epoch": self.epoch,
+                "consumed": self.consumed if mid else 0,
+                "epoch_start_step": self.epoch_start_step if mid else self.step,
+                "generator": gen.get_state() if (mid and gen is not None) else None,
+                "generator_device": str(gen.device) if gen is not None else None,
+                "short_pools": self.short_pools}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        check_cursor_state(state)
+        self.step = state["step"]
+        self.epoch = state["epoch"]
+        self.short_pools = state["short_pools"]
+        self.mid_epoch = False
+        self.resume = None
+        if state["consumed"] > 0:
+            self.resume = {k: state[k] for k in ("epoch", "consumed", "epoch_start_step",
+                                                 "generator", "generator_device")}
+
+
+def _count(state: Mapping[str, Any], key: str) -> int:
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StateError(f"state.{key}: must be an integer >= 0, got {value!r}")
+    return value
+
+
+def check_cursor_state(state: Mapping[str, Any]) -> None:
+    """Type and range of every cursor entry; raises :class:`StateError` naming the key."""
+    step = _count(state, "step")
+    _count(state, "epoch")
+    consumed = _count(state, "consumed")
+    start = _count(state, "epoch_start_step")
+    _count(state, "short_pools")
+    if start > step:
+        raise StateError(f"state.epoch_start_step: {start} is after state.step {step}")
+    gen = state["generator"]
+    if gen is not None and not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8
+                                and gen.dim() == 1):
+        raise StateError(f"state.generator: must be None or a torch.Generator state "
+                         f"(a 1-D uint8 tensor), got {type(gen).__name__}")
+    if consumed > 0 and gen is None:
+        raise StateError("state.generator: a state saved mid-epoch (state.consumed "
+                         f"{consumed}) needs the generator state, got None")
+    device = state["generator_device"]
+    if device is not None:
+        if not isinstance(device, str):
+            raise StateError(f"state.generator_device: must be None or a device name, got "
+                             f"{device!r}")
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise StateError(f"state.generator_device: {device!r} is not a device") from None

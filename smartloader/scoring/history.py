@@ -1,0 +1,150 @@
+"""``{type: history, default: max, max_age: null}``: each sample's last known loss.
+
+No model forward: a pool is scored with the loss each sample had the last time one was
+observed (Loshchilov & Hutter 2015, "Online batch selection"; Schaul et al. 2015 keep the same
+kind of table for prioritized replay). Losses arrive through :meth:`HistoryScorer.observe`,
+i.e. the training losses the loader reports for trained samples, or the losses of a scoring
+pass another part of the loader ran. The scorer never asks for a forward itself.
+
+Samples never observed, or last observed more than ``max_age`` steps ago, get ``default``:
+``max`` (default) gives them the largest loss currently known, so an unseen sample is tried
+soon rather than starved (optimism under uncertainty); ``mean`` gives the mean known loss; a
+number gives that loss. With nothing known at all, ``max`` and ``mean`` give 0 to everyone.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from smartloader.common.readers import as_float, as_int, as_str, check_keys, fail, join
+from smartloader.common.state import strict_keys
+
+_UNSEEN = -1
+
+
+class HistoryScorer:
+    """Last known loss per sample id, with its age in steps.
+
+    Args:
+        default: ``"max"``, ``"mean"`` or a float: the score of unknown (or expired) samples.
+        max_age: steps after which a stored loss is treated as unknown; ``None`` = never.
+
+    The table grows to the largest sample id seen (two numbers per id: the loss in float32 and
+    the step it was observed at), lives on the CPU, and is saved in :meth:`state_dict`.
+    ``observe`` stamps losses with the step of the latest :meth:`score` call.
+    """
+
+    def __init__(self, default: str | float = "max", max_age: int | None = None) -> None:
+        if isinstance(default, str) and default not in ("max", "mean"):
+            raise ValueError(f"default must be 'max', 'mean' or a number, got {default!r}")
+        if max_age is not None and max_age < 0:
+            raise ValueError(f"max_age must be >= 0 or None, got {max_age!r}")
+        self.default = default
+        self.max_age = max_age
+        self._loss = torch.zeros(0, dtype=torch.float32)
+        self._seen = torch.zeros(0, dtype=torch.int64)   # step last observed, -1 = never
+        self._step = 0
+
+    def _grow(self, ids: torch.Tensor) -> None:
+        need = int(ids.max()) + 1 if ids.numel() else 0
+        if need > self._loss.numel():
+            size = max(need, 2 * self._loss.numel())
+            loss = torch.zeros(size, dtype=torch.float32)
+            seen = torch.full((size,), _UNSEEN, dtype=torch.int64)
+            loss[: self._loss.numel()] = self._loss
+            seen[: self._seen.numel()] = self._seen
+            self._loss, self._seen = loss, seen
+
+    @staticmethod
+    def _ids(sample_ids: torch.Tensor | None, pool_fields: Mapping[str, Any] | None,
+             what: str) -> torch.Tensor:
+        if sample_ids is None:
+            fields = f" (pool fields: {sorted(pool_fields)})" if pool_fields is not None else ""
+            raise ValueError(
+                f"history scorer: {what} got sample_ids=None{fields}; this scorer keys losses "
+                f"by dataset index, so the data must provide sample ids")
+        ids = torch.as_tensor(sample_ids).reshape(-1).to("cpu", torch.int64)
+        if ids.numel() and int(ids.min()) < 0:
+            raise ValueError(f"history scorer: sample ids must be >= 0, got {int(ids.min())}")
+        return ids
+
+    def ages(self, sample_ids: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        """Steps since each sample's loss was observed (``step`` defaults to the last
+        :meth:`score` step); ``-1`` for samples never observed."""
+        ids = self._ids(sample_ids, None, "ages()")
+        step = self._step if step is None else step
+        self._grow(ids)
+        seen = self._seen[ids]
+        return torch.where(seen == _UNSEEN, torch.full_like(seen, -1), step - seen)
+
+    def _default_value(self, known: torch.Tensor) -> float:
+        if not isinstance(self.default, str):
+            return float(self.default)
+        # Whole-table reductions without a boolean-mask gather (that costs a nonzero pass).
+        count = int(known.sum())
+        if count == 0:
+            return 0.0
+        if self.default == "max":
+            return float(torch.where(known, self._loss, float("-inf")).max())
+        return float(torch.where(known, self._loss, 0.0).sum() / count)
+
+    def _known_mask(self, seen: torch.Tensor, step: int) -> torch.Tensor:
+        known = seen != _UNSEEN
+        if self.max_age is not None:
+            known &= (step - seen) <= self.max_age
+        return known
+
+    def score(self, pool_fields: Mapping[str, Any], sample_ids: torch.Tensor | None,
+              step: int) -> torch.Tensor:
+        ids = self._ids(sample_ids, pool_fields, "score()")
+        self._step = int(step)
+        self._grow(ids)
+        known = self._known_mask(self._seen[ids], self._step)
+        scores = self._loss[ids]
+        if not bool(known.all()):  # the default needs a pass over the whole table: only then
+            default = self._default_value(self._known_mask(self._seen, self._step))
+            scores = torch.where(known, scores, torch.full((ids.numel(),), default))
+        return scores.to(torch.as_tensor(sample_ids).device)
+
+    def observe(self, sample_ids: torch.Tensor | None, losses: torch.Tensor,
+                features: Any = None) -> None:
+        ids = self._ids(sample_ids, None, "observe()")
+        losses = losses.detach().reshape(-1).to("cpu", torch.float32)
+        if losses.numel() != ids.numel():
+            raise ValueError(f"history scorer: observe() got {ids.numel()} ids and "
+                             f"{losses.numel()} losses")
+        ok = torch.isfinite(losses)   # a NaN loss says nothing about the sample
+        self._grow(ids)
+        self._loss[ids[ok]] = losses[ok]
+        self._seen[ids[ok]] = self._step
+
+    def reset_epoch(self, epoch: int) -> None:
+        """Nothing: the table is the point of this scorer and outlives epochs."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss": self._loss.clone(), "seen": self._seen.clone(), "step": self._step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        strict_keys(self, state, {"loss", "seen", "step"})
+        loss = torch.as_tensor(state["loss"], dtype=torch.float32).clone()
+        seen = torch.as_tensor(state["seen"], dtype=torch.int64).clone()
+        if loss.shape != seen.shape or loss.dim() != 1:
+            raise ValueError("HistoryScorer.load_state_dict: 'loss' and 'seen' must be 1-D "
+                             "tensors of the same length")
+        self._loss, self._seen, self._step = loss, seen, int(state["step"])
+
+
+def build_history_scorer(mapping: Mapping[str, Any], path: str) -> HistoryScorer:
+    check_keys(mapping, ["type", "default", "max_age"], path)
+    raw = mapping.get("default", "max")
+    if isinstance(raw, str):
+        default: str | float = as_str(raw, join(path, "default"), choices=["max", "mean"])
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        default = as_float(raw, join(path, "default"))
+    else:
+        raise fail(join(path, "default"), "must be max, mean or a number", raw)
+    max_age = mapping.get("max_age")
+    if max_age is not None:
+        max_age = as_int(max_age, join(path, "max_age"), minimum=0)
+    return HistoryScorer(default, max_age)

@@ -1,0 +1,79 @@
+"""Scorers: where a pool's per-sample scores (higher = train on it sooner) come from.
+
+The loader calls every scorer through the :class:`Scorer` protocol, once per selection step::
+
+    scores = scorer.score(pool_fields, sample_ids, step)   # Tensor[n] or None
+    if scores is None:                                      # "run the model this step"
+        losses = <low-res forward of the pool, no grad>
+        scorer.observe(sample_ids, losses)                  # pool order, all n samples
+        scores = losses
+    ...
+    scorer.observe(trained_ids, trained_losses, features=trained_fields)  # optional
+
+- ``pool_fields``: the pool batch as a ``dict`` of field name -> tensor (first dim ``n``).
+- ``sample_ids``: ``LongTensor[n]`` of dataset indices, or ``None`` when the data has none.
+- ``step``: the global training step (``Progress.step``).
+- ``observe(sample_ids, losses, features=None)``: true losses, either of the whole last
+  scored pool (in pool order) or of the trained subset; ``features`` are the fields of those
+  samples (a ``dict``) when they are not the whole pool.
+- ``reset_epoch(epoch)``: called by the loader at each epoch start.
+- ``state_dict()`` / ``load_state_dict(state)``: strict; ``{}`` when stateless.
+- ``needs_weight_norm`` (class attribute, default absent/False): when true the loader calls
+  ``scorer.set_context(weight_norm)`` with :func:`smartloader.scoring.proxy.model_weight_norm`
+  of the live model before each :meth:`score`.
+
+Types built by :func:`build_scorer`: ``low_res_loss`` (the thesis' default, a marker that
+always asks for the forward), ``history`` (last known loss per sample, no forward) and
+``proxy`` (IMPON's online linear regressor, a forward every ``refresh_every`` steps).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import torch
+
+from smartloader.common.readers import as_str, fail, join, require_mapping
+from smartloader.scoring.history import HistoryScorer, build_history_scorer
+from smartloader.scoring.low_res import LowResLossScorer, build_low_res_scorer
+from smartloader.scoring.proxy import (FEATURES, ProxyScorer, build_proxy_scorer,
+                                       model_weight_norm, per_sample_features)
+
+__all__ = [
+    "Scorer", "build_scorer", "SCORER_TYPES", "LowResLossScorer", "HistoryScorer", "ProxyScorer",
+    "per_sample_features", "model_weight_norm", "FEATURES",
+]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the loader calls to score a pool (see the module docstring for the call order)."""
+
+    def score(self, pool_fields: Mapping[str, Any], sample_ids: torch.Tensor | None,
+              step: int) -> torch.Tensor | None: ...
+
+    def observe(self, sample_ids: torch.Tensor | None, losses: torch.Tensor,
+                features: Any = None) -> None: ...
+
+    def reset_epoch(self, epoch: int) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+_BUILDERS = {
+    "low_res_loss": build_low_res_scorer,
+    "history": build_history_scorer,
+    "proxy": build_proxy_scorer,
+}
+SCORER_TYPES = tuple(_BUILDERS)
+
+
+def build_scorer(mapping: Any, path: str = "scorer") -> Scorer:
+    """Build a scorer from its YAML mapping (``{type: low_res_loss}``, ``{type: history}``,
+    ``{type: proxy, ...}``); errors name the key path."""
+    m = require_mapping(mapping, path)
+    if "type" not in m:
+        raise fail(join(path, "type"), f"is required (one of {', '.join(SCORER_TYPES)})")
+    kind = as_str(m["type"], join(path, "type"), choices=SCORER_TYPES)
+    return _BUILDERS[kind](m, path)

@@ -1,0 +1,118 @@
+"""The score and guard stages of a selection step, and what the loop reports back.
+
+:meth:`ScoringStage.score` returns a pool's scores: the scorer's own when it has them (a
+loss table, a proxy), else the low-resolution forward of the live model
+(:class:`~smartloader.scoring.model.ModelHandle`), which the scorer then observes. The noisy
+guard, when configured, caps the scores of samples that stay extreme. :meth:`remember` keeps
+the ids and inputs of the batch just yielded, so :meth:`report_losses` can hand the training
+losses to the scorer.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from smartloader.common import batch as B
+from smartloader.common.state import strict_keys
+from smartloader.scoring.noisy_guard import build_noisy_guard
+from smartloader.scoring.proxy import model_weight_norm
+from smartloader.scoring.scorers import build_scorer
+
+__all__ = ["ScoringStage", "key_path"]
+
+
+def key_path(raw: Any) -> tuple | None:
+    """A YAML key (``0``, ``"index"`` or a list of them) as a key path tuple."""
+    if raw is None:
+        return None
+    return tuple(raw) if isinstance(raw, list) else (raw,)
+
+
+class ScoringStage:
+    """The configured scorer and noisy guard around the live model's scoring forward.
+
+    Args:
+        strategies: the validated ``scorer`` / ``noisy_guard`` / ``index_key`` sections.
+        model: the live model (the proxy scorer reads its weight norm).
+    """
+
+    def __init__(self, strategies: Mapping[str, Any], model: torch.nn.Module) -> None:
+        self._model = model
+        self.index_key = key_path(strategies.get("index_key"))
+        self.scorer = build_scorer(strategies.get("scorer") or {"type": "low_res_loss"})
+        guard = strategies.get("noisy_guard")
+        self.guard = None if guard is None else build_noisy_guard(guard)
+        self.forwards = 0          # scoring forwards run
+        self.skipped = 0           # selection steps scored without a forward
+        self._last: tuple | None = None   # (ids, inputs) of the last yielded batch
+
+    def ids(self, batch: Any) -> torch.Tensor | None:
+        """The batch's sample ids (``index_key``), or None without one."""
+        if self.index_key is None:
+            return None
+        return torch.as_tensor(B.get_field(batch, self.index_key, "index_key")).reshape(-1)
+
+    def start_epoch(self, epoch: int, resumed: bool) -> None:
+        if not resumed:  # a resumed epoch already reset when it first started
+            self.scorer.reset_epoch(epoch)
+
+    def score(self, pooled: Any, keys: tuple, step: int, handle: Any):
+        """``(scores, losses, by)``: the guarded scores, the raw ones, and ``"forward"`` or
+        ``"scorer"`` for what produced them."""
+        ik, tk = keys
+        x, y = B.get_field(pooled, ik), B.get_field(pooled, tk)
+        ids = self.ids(pooled)
+        if getattr(self.scorer, "needs_weight_norm", False):
+            self.scorer.set_context(model_weight_norm(self._model))
+        scores = self.scorer.score({"input": x, "target": y}, ids, step)
+        if scores is None:
+            scores = handle.losses(x, y)
+            self.scorer.observe(ids, scores)
+            self.forwards += 1
+            by = "forward"
+        else:  # a table scorer answers on the ids' device; selection runs on the model's
+            scores = scores.to(handle.device, non_blocking=True)
+            self.skipped += 1
+            by = "scorer"
+        raw = scores
+        if self.guard is not None:
+            scores = self.guard.apply(ids, scores)
+        return scores, raw, by
+
+    @property
+    def flagged(self) -> int | None:
+        """Sample ids the noisy guard flags now; None without a guard."""
+        return None if self.guard is None else self.guard.num_flagged
+
+    def remember(self, batch: Any, keys: tuple) -> None:
+        """Keep the yielded batch's ids and inputs for :meth:`report_losses`."""
+        self._last = (self.ids(batch), B.get_field(batch, keys[0]))
+
+    def report_losses(self, losses: torch.Tensor) -> None:
+        if self._last is None:
+            raise RuntimeError("report_losses() before any batch was yielded")
+        ids, x = self._last
+        losses = torch.as_tensor(losses).detach().reshape(-1)
+        if losses.numel() != x.shape[0]:
+            raise ValueError(f"report_losses(): got {losses.numel()} losses for a batch of "
+                             f"{x.shape[0]} samples (pass per-sample losses, reduction='none')")
+        self.scorer.observe(ids, losses, features={"input": x})
+
+    # -- state ----------------------------------------------------------------------------
+    _KEYS = {"scorer", "noisy_guard", "forwards", "skipped"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scorer": self.scorer.state_dict(),
+                "noisy_guard": None if self.guard is None else self.guard.state_dict(),
+                "forwards": self.forwards, "skipped": self.skipped}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        strict_keys(self, state, self._KEYS, "state.scoring")
+        if (state["noisy_guard"] is None) != (self.guard is None):
+            raise ValueError("state.scoring.noisy_guard: saved with a different config")
+        self.scorer.load_state_dict(state["scorer"])
+        if self.guard is not None:
+            self.guard.load_state_dict(state["noisy_guard"])
+        self.forwards, self.skipped = int(state["forwards"]), int(state["skipped"])
+        self._last = None

@@ -1,0 +1,1 @@
+"""Off the training path: the command line (``plan``, ``validate``, ``demo``), datasets."""

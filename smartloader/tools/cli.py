@@ -1,0 +1,93 @@
+"""``smartloader plan`` and ``smartloader validate``: look at a config before training."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from smartloader.errors import ConfigError
+
+__all__ = ["plan_main", "validate_main", "plan_inputs"]
+
+
+def plan_inputs(config) -> dict:
+    """Keyword arguments of :func:`smartloader.tools.plan.format_plan` for a loaded Config.
+
+    Without ``score_resolution`` and ``score_scale`` the core scores at the loaded (full)
+    resolution, which the plan models as ``score_scale`` 1.0.
+    """
+    if config.total_steps is None:
+        raise ConfigError("total_steps: required to plan a run (the plan covers "
+                          "range(total_steps))")
+    schedules = config.schedules
+    if (config.score_resolution is None and schedules.score_scale is None
+            and config.selects):
+        schedules = dataclasses.replace(schedules, score_scale=1.0)
+    from smartloader.tools.plan import PlanPhase
+    phases = tuple(PlanPhase(p.name, p.start, p.stop, p.selection,
+                             p.beta if p.selects else None) for p in config.resolve_phases())
+    return {"total_steps": config.total_steps, "phases": phases,
+            "schedules": schedules, "pool_factor": config.pool_factor,
+            "score_resolution": config.score_resolution}
+
+
+def _describe(config) -> list[str]:
+    s = config.schedules
+    lines = [f"total_steps {config.total_steps}, pool_factor {config.pool_factor}, "
+             f"seed {config.seed}"]
+    for name in ("resolution", "augment", "lr"):
+        value = getattr(s, name)
+        lines.append(f"{name}: {'-' if value is None else value}")
+    scoring = (f"score_scale {s.score_scale}" if s.score_scale is not None else
+               f"score_resolution {config.score_resolution}"
+               if config.score_resolution is not None else "scoring at full resolution")
+    lines.append(f"scoring: {scoring}")
+    return lines
+
+
+def plan_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="smartloader plan",
+        description="Print the phases and schedules of a config step range by step range, "
+                    "the distinct input shapes and the estimated compute.")
+    parser.add_argument("config", help="YAML config file (needs total_steps)")
+    parser.add_argument("--plot", metavar="PNG", help="also save a figure (needs matplotlib)")
+    parser.add_argument("--arch", choices=("cnn", "vit"), default="cnn",
+                        help="scoring cost model: pixels^2 (cnn) or ^3 (vit); default cnn")
+    parser.add_argument("--base-resolution", type=int, default=224, metavar="N",
+                        help="training resolution when the config has no resolution "
+                             "schedule (default 224)")
+    args = parser.parse_args(argv)
+    from smartloader.config.schema import load_config
+    from smartloader.tools.plan import format_plan, plot_plan
+    try:
+        config = load_config(args.config)
+        inputs = plan_inputs(config)
+    except ConfigError as exc:
+        print(f"smartloader plan: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(_describe(config)))
+    print()
+    print(format_plan(**inputs, arch=args.arch, base_resolution=args.base_resolution))
+    if args.plot:
+        plot_plan(inputs["total_steps"], inputs["phases"], inputs["schedules"], args.plot,
+                  base_resolution=args.base_resolution)
+        print(f"plot saved to {args.plot}")
+    return 0
+
+
+def validate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="smartloader validate",
+        description="Check a config file and list every problem with its key path.")
+    parser.add_argument("config", help="YAML config file")
+    args = parser.parse_args(argv)
+    from smartloader.config.problems import config_problems
+    problems = config_problems(args.config)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.config}", file=sys.stderr)
+        return 1
+    print("OK")
+    return 0

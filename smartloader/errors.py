@@ -13,3 +13,16 @@ class StateError(ValueError):
     """A state dict that cannot be loaded: a missing, unknown or ill-typed entry, or one
     saved by a run that would continue differently. The message starts with the key path of
     the entry, e.g. ``state.step: must be an integer >= 0, got -1``."""
+
+
+class BatchError(KeyError):
+    """A batch whose input, target or index field cannot be found or told apart. The message
+    lists the batch's fields (dtype and shape) and names the config key to set."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ProbeError(RuntimeError):
+    """The first batch could not be scored by the model: the message names the field that
+    went into it (dtype and shape), the model's own error and the key to set."""

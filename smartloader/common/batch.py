@@ -27,7 +27,7 @@ def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(x, "_fields")
 
 
-def _is_plain_list(x: Any) -> bool:
+def is_plain_list(x: Any) -> bool:
     return (isinstance(x, (list, tuple)) and not _is_namedtuple(x)
             and all(isinstance(e, _PLAIN) for e in x))
 
@@ -47,7 +47,7 @@ def resolve_key(batch: Any, key: tuple | None, role: str) -> tuple:
             raise KeyError(f"{role}_key: the batch is a mapping without key {default!r} "
                            f"(keys: {', '.join(map(str, batch))}); set {role}_key in the config")
         return (default,)
-    if isinstance(batch, (list, tuple)) and not _is_plain_list(batch):
+    if isinstance(batch, (list, tuple)) and not is_plain_list(batch):
         pos = 0 if role == "input" else 1
         if len(batch) <= pos:
             raise KeyError(f"{role}_key: the batch has {len(batch)} element(s), no position "
@@ -89,7 +89,7 @@ def _map(items: Sequence[Any], leaf: Callable[[Sequence[Any]], Any]) -> Any:
                                  f"{keys} vs {list(it) if isinstance(it, Mapping) else type(it)}")
         out = {k: _map([it[k] for it in items], leaf) for k in keys}
         return out if type(first) is dict else type(first)(out)
-    if isinstance(first, (list, tuple)) and not _is_plain_list(first):
+    if isinstance(first, (list, tuple)) and not is_plain_list(first):
         for it in items[1:]:
             if type(it) is not type(first) or len(it) != len(first):
                 raise ValueError("batches in one pool have different structures")
@@ -123,7 +123,7 @@ def concat_batches(batches: Sequence[Any], sizes: Sequence[int]) -> Any:
 def _leading(x: Any) -> int | None:
     if isinstance(x, (torch.Tensor, np.ndarray)):
         return int(x.shape[0]) if x.ndim >= 1 else None
-    if _is_plain_list(x):
+    if is_plain_list(x):
         return len(x)
     return None
 

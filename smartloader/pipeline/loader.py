@@ -8,7 +8,7 @@ selection step :mod:`smartloader.pipeline.step`, the cursor and state checks
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -17,7 +17,7 @@ from smartloader.common.epochs import check_epoch, mix_seed
 from smartloader.config.phases import Phase
 from smartloader.config.schema import Config, load_config
 from smartloader.config.steps import Consumption, steps_in_epoch
-from smartloader.errors import StateError
+from smartloader.errors import ConfigError, ProbeError, StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
 from smartloader.pipeline.distributed import DistributedSync
 from smartloader.pipeline.epoch import run_epoch
@@ -26,10 +26,11 @@ from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline.step import SelectionStep
 from smartloader.replay.stage import build_replay_stage
 from smartloader.schedules.applier import ScheduleApplier
-from smartloader.scoring.model import ModelHandle
+from smartloader.scoring.model import LossShapeError, ModelHandle, OutputError
 from smartloader.scoring.stage import ScoringStage
 from smartloader.selection.choose import Chooser
 from smartloader.common import batch as B
+from smartloader.common.fields import detect_fields
 
 __all__ = ["SmartLoader", "wrap"]
 
@@ -39,6 +40,27 @@ logger = logging.getLogger("smartloader")
 def _dist_rank() -> int:
     dist = torch.distributed
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _probe_error(exc: Exception, handle: ModelHandle, inputs: torch.Tensor, ik: tuple,
+                 tk: tuple, cfg: Config) -> Exception:
+    """The error for a first batch the model could not score: a ConfigError naming
+    ``score_resolution`` when only the configured size fails, else a ProbeError naming the
+    field that went into the model."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    res = handle.resolution
+    if isinstance(res, int) and inputs.dim() == 4 and min(inputs.shape[-2:]) > res:
+        if handle.accepts(inputs[:2]):  # the full size works: the configured one is the problem
+            return ConfigError(
+                f"score_resolution: the model cannot score inputs resized to {res} px (it "
+                f"fails with: {msg}); use score_resolution: auto (the smallest size the model "
+                f"takes), null (full size), or a size the model accepts")
+    field = (f"input field {list(ik)} ({inputs.dtype}, shape {tuple(inputs.shape)})")
+    return ProbeError(
+        f"smartloader could not score the first batch: the model was given the {field} and "
+        f"failed with: {type(exc).__name__}: {msg}. If that is not the model's input, set "
+        f"input_key (and target_key, now {list(tk)}) in the config; if the model needs "
+        f"something else, pass loss_fn= to wrap()")
 
 
 class SmartLoader:
@@ -229,22 +251,39 @@ class SmartLoader:
 
     def _inspect_first(self, batch: Any) -> None:
         """Find the input/target fields and probe the loss on the first batch, so that a
-        wrong key or loss_fn fails at the first step, not when selection starts."""
-        ik = B.resolve_key(batch, self.config.input_key, "input")
-        tk = B.resolve_key(batch, self.config.target_key, "target")
+        wrong key, a model that cannot take the input or a loss that cannot use the model's
+        output fails at the first step, before any training, not when selection starts."""
+        cfg = self.config
+        if cfg.input_key is None or cfg.target_key is None:
+            if isinstance(batch, (list, tuple, Mapping)) and not B.is_plain_list(batch):
+                ik, tk, index = detect_fields(batch)
+            else:
+                ik, tk, index = B.resolve_key(batch, None, "input"), None, None
+            ik = cfg.input_key or ik
+            tk = cfg.target_key or tk
+        else:
+            ik, tk = cfg.input_key, cfg.target_key
+        ik = B.resolve_key(batch, ik, "input")
+        tk = B.resolve_key(batch, tk, "target")
         inputs = B.get_field(batch, ik)
         n = B.batch_size_of(inputs)
         if self._batch_size is None:
             self._batch_size = n
         self._keys = (ik, tk)
-        if any(p.selects for p in self._phases):
-            if not isinstance(inputs, torch.Tensor):
-                raise TypeError(f"input_key {list(ik)}: selection scores the input with the "
-                                f"model, so it must be a tensor, got {type(inputs).__name__}")
-            targets = B.get_field(batch, tk)
-            probe = min(n, 2)
-            t = targets[:probe] if isinstance(targets, torch.Tensor) else targets
+        if not any(p.selects for p in self._phases):
+            return
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"input_key {list(ik)}: selection scores the input with the "
+                            f"model, so it must be a tensor, got {type(inputs).__name__}")
+        targets = B.get_field(batch, tk)
+        probe = min(n, 2)
+        t = targets[:probe] if isinstance(targets, torch.Tensor) else targets
+        try:
             self._handle.losses(inputs[:probe], t)
+        except (OutputError, LossShapeError):
+            raise
+        except Exception as exc:
+            raise _probe_error(exc, self._handle, inputs, ik, tk, cfg) from exc
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -13,16 +13,80 @@ shape add one graph to its cache).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+import logging
+import math
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ModelHandle", "downsample", "default_loss", "scoring_mode"]
+from smartloader.errors import ProbeError
+
+__all__ = ["ModelHandle", "downsample", "default_loss", "scoring_mode", "logits_of",
+           "auto_candidates", "OutputError", "LossShapeError"]
+
+logger = logging.getLogger("smartloader")
 
 
-def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy; targets may be class indices or soft (probability) rows."""
+class OutputError(TypeError):
+    """A model output the default loss cannot use (named, with its type and shape)."""
+
+
+class LossShapeError(ValueError):
+    """A ``loss_fn`` that did not return one loss per sample."""
+
+
+def _shape(x: Any) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def logits_of(outputs: Any) -> torch.Tensor:
+    """The logits in a model's output: the tensor itself, the first element of a tuple or
+    list, a mapping's ``logits`` (or its only tensor), or an object's ``.logits`` (Hugging
+    Face style). Raises :class:`OutputError` naming what the model returned otherwise."""
+    out = outputs
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    elif isinstance(out, Mapping):
+        if "logits" in out:
+            out = out["logits"]
+        else:
+            tensors = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+            if len(tensors) != 1:
+                raise OutputError(f"model output: a mapping with keys {list(out)} and no "
+                                  f"'logits'; pass loss_fn=(outputs, targets) -> per-sample "
+                                  f"losses to wrap()")
+            out = out[tensors[0]]
+    elif not isinstance(out, torch.Tensor) and isinstance(getattr(out, "logits", None),
+                                                           torch.Tensor):
+        out = out.logits
+    if not isinstance(out, torch.Tensor):
+        raise OutputError(f"model output: {type(outputs).__name__} holds no logits tensor "
+                          f"(found {type(out).__name__}); return a tensor, a tuple whose first "
+                          f"element is the logits, a mapping or object with 'logits', or pass "
+                          f"loss_fn to wrap()")
+    return out
+
+
+def auto_candidates(side: int) -> list[int]:
+    """Scoring sizes ``score_resolution: auto`` tries for inputs of shorter side ``side``:
+    about half of it first (a cheap forward), then larger in eighths, then full size."""
+    sizes = [max(1, math.ceil(side * f)) for f in (0.5, 0.625, 0.75, 0.875)] + [side]
+    return sorted(set(s for s in sizes if s <= side))
+
+
+def default_loss(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy; targets may be class indices or soft (probability) rows.
+
+    ``outputs`` may be anything :func:`logits_of` reads (a tensor, a tuple, a mapping, an
+    object with ``logits``); the logits must be ``(batch, classes)``.
+    """
+    outputs = logits_of(outputs)
+    if outputs.dim() != 2:
+        raise OutputError(f"model output: the default loss (cross-entropy per sample) needs "
+                          f"logits of shape (batch, classes), the model returned "
+                          f"{_shape(outputs)}; pass loss_fn=(outputs, targets) -> a tensor of "
+                          f"one loss per sample to wrap()")
     if targets.dtype.is_floating_point and targets.dim() == outputs.dim():
         return -(targets * F.log_softmax(outputs.float(), dim=-1)).sum(-1)
     return F.cross_entropy(outputs.float(), targets, reduction="none")
@@ -89,7 +153,10 @@ class ModelHandle:
         model: the training model (plain, DDP-wrapped or compiled).
         loss_fn: ``loss_fn(outputs, targets) -> Tensor[n]`` per-sample losses; default
             cross-entropy (class indices or soft targets).
-        resolution: shorter side of the scoring pass in px; ``None`` = as loaded.
+        resolution: shorter side of the scoring pass in px; ``None`` = as loaded;
+            ``"auto"`` = about half the loaded side if the model takes it, else the next
+            larger of :func:`auto_candidates` it takes (probed once per input size, on two
+            samples, and logged), else full size.
         autocast: ``None``, ``"bfloat16"`` or ``"float16"``: dtype of the scoring forward.
     """
 
@@ -104,6 +171,8 @@ class ModelHandle:
         #: of each pool as loaded (``score_scale`` without a resolution schedule).
         self.scale: float | None = None
         self.autocast = None if autocast is None else getattr(torch, autocast)
+        #: ``score_resolution: auto``: loaded shorter side -> the size chosen for it
+        self.auto_sizes: dict[int, int | None] = {}
 
     @property
     def module(self) -> torch.nn.Module:
@@ -118,15 +187,57 @@ class ModelHandle:
         """Move ``inputs`` to the model's device and resize them to the scoring resolution."""
         x = inputs.to(self.device, non_blocking=True)
         res = self.resolution
-        if res is None and self.scale is not None and x.dim() == 4:
+        if res == "auto":  # the size probed for this loaded size (losses() probes it)
+            res = self.auto_sizes.get(int(min(x.shape[-2:]))) if x.dim() == 4 else None
+        elif res is None and self.scale is not None and x.dim() == 4:
             res = max(1, round(self.scale * min(x.shape[-2:])))
         return downsample(x, res)
 
+    def _probe_auto(self, x: torch.Tensor, targets: Any, side: int) -> int | None:
+        failed: list[tuple[int, str]] = []
+        for size in auto_candidates(side):
+            if size == side:
+                break
+            try:
+                self._forward_loss(downsample(x, size), targets)
+            except (OutputError, LossShapeError):
+                raise
+            except Exception as exc:  # the model cannot take this size: try a larger one
+                failed.append((size, str(exc).strip().splitlines()[0][:200]))
+                continue
+            logger.info("score_resolution auto: scoring at %d px of %d%s", size, side,
+                        "" if not failed else " (the model failed at %s: %s)"
+                        % (", ".join(f"{s} px" for s, _ in failed), failed[0][1]))
+            return size
+        logger.info("score_resolution auto: scoring at full size, %d px (the model failed at "
+                    "%s: %s)", side, ", ".join(f"{s} px" for s, _ in failed),
+                    failed[0][1] if failed else "-")
+        return None
+
     def losses(self, inputs: torch.Tensor, targets: Any) -> torch.Tensor:
         """Per-sample losses (float32, on the model's device) of a pool."""
+        if self.resolution == "auto" and inputs.dim() == 4:
+            side = int(min(inputs.shape[-2:]))
+            if side not in self.auto_sizes:  # probe once per loaded size, on two samples
+                t = targets[:2] if isinstance(targets, torch.Tensor) else targets
+                x = inputs[:2].to(self.device, non_blocking=True)
+                self.auto_sizes[side] = self._probe_auto(x, t, side)
+        return self._forward_loss(self.prepare(inputs), targets)
+
+    def accepts(self, inputs: torch.Tensor) -> bool:
+        """Whether the model runs on ``inputs`` as they are (no resize, no loss)."""
+        module = self.module
+        try:
+            with scoring_mode(module):
+                module(inputs.to(_device_of(module), non_blocking=True))
+        except Exception:
+            return False
+        return True
+
+    def _forward_loss(self, x: torch.Tensor, targets: Any) -> torch.Tensor:
         module = self.module
         device = _device_of(module)
-        x = self.prepare(inputs)
+        x = x.to(device, non_blocking=True)
         y = targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
         cast = (torch.autocast(device_type=device.type, dtype=self.autocast)
                 if self.autocast is not None else contextlib.nullcontext())
@@ -135,7 +246,7 @@ class ModelHandle:
         n = x.shape[0]
         if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (n,):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(
+            raise LossShapeError(
                 f"loss_fn must return one loss per sample, a tensor of shape ({n},); it "
                 f"returned {shape}. Use reduction='none' (e.g. "
                 f"nn.CrossEntropyLoss(reduction='none'))")

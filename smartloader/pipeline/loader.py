@@ -26,13 +26,13 @@ from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline.step import SelectionStep
 from smartloader.replay.stage import build_replay_stage
 from smartloader.schedules.applier import ScheduleApplier
-from smartloader.scoring.model import LossShapeError, ModelHandle, OutputError
+from smartloader.scoring.model import LossShapeError, ModelHandle, OutputError, default_loss
 from smartloader.scoring.stage import ScoringStage
 from smartloader.selection.choose import Chooser
 from smartloader.common import batch as B
 from smartloader.common.fields import detect_fields
 
-__all__ = ["SmartLoader", "wrap"]
+__all__ = ["SmartLoader", "wrap", "OWN_NAMES"]
 
 logger = logging.getLogger("smartloader")
 
@@ -92,6 +92,14 @@ class SmartLoader:
     more samples than one batch, a full batch is selected from it; if not (a lone, possibly
     partial, batch), it is yielded unchanged, like the wrapped loader's own last batch. Samples
     are never dropped silently nor padded with repeats; ``stats.short_pools`` counts these.
+
+    A transparent wrapper: code written for the wrapped loader keeps working. Reading an
+    attribute SmartLoader does not define returns the wrapped loader's (``loader.dataset``,
+    ``loader.sampler``, a custom loader's ``normalize()``); assigning one sets it on the wrapped
+    loader (``loader.labels = ...``). SmartLoader's own public names are :data:`OWN_NAMES`;
+    where one collides with the wrapped loader's (a loader's own ``epoch`` or ``batch_size``),
+    SmartLoader's wins, and ``loader.loader.<name>`` reaches the wrapped one. It pickles (and
+    copies) as its constructor arguments plus its :meth:`state_dict`.
     """
 
     def __init__(self, loader: Iterable, model: torch.nn.Module,
@@ -235,6 +243,33 @@ class SmartLoader:
         self._cursor.token += 1
         return run_epoch(self, self._cursor.token)
 
+    def __getattr__(self, name: str) -> Any:
+        # only called when SmartLoader itself has no such attribute
+        if name.startswith("__") or "loader" not in self.__dict__:
+            raise AttributeError(name)
+        inner = self.__dict__["loader"]
+        try:
+            return getattr(inner, name)
+        except AttributeError:
+            raise AttributeError(f"neither SmartLoader nor the wrapped "
+                                 f"{type(inner).__name__} has an attribute {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_") or name in _OWN_ATTRS or "loader" not in self.__dict__:
+            object.__setattr__(self, name, value)
+        elif name in OWN_NAMES:
+            raise AttributeError(
+                f"{name!r} is SmartLoader's own (read-only; see help(SmartLoader)); to set the "
+                f"wrapped loader's, write loader.loader.{name} = ...")
+        else:
+            setattr(self.__dict__["loader"], name, value)
+
+    def __reduce__(self):
+        h = self._handle
+        return (_rebuild, (self.loader, h.model, self.config.to_dict(),
+                           None if h.loss_fn is default_loss else h.loss_fn, self._callback,
+                           self.state_dict()))
+
     def __repr__(self) -> str:
         return (f"SmartLoader(loader={type(self.loader).__name__}, step={self._cursor.step}, "
                 f"epoch={self._cursor.epoch}, pool_factor={self.config.pool_factor}, "
@@ -335,6 +370,19 @@ class SmartLoader:
         self._fallbacks_reported = int(self._chooser.fallbacks)
         self._stats = None
         self._schedules.begin_step(self._cursor.step)
+
+
+#: SmartLoader's own public names: they win over the wrapped loader's on reads.
+OWN_NAMES = frozenset(n for n in dir(SmartLoader) if not n.startswith("_")) | {
+    "loader", "config", "distributed"}
+#: The instance attributes SmartLoader sets on itself.
+_OWN_ATTRS = frozenset({"loader", "config", "distributed"})
+
+
+def _rebuild(loader, model, config, loss_fn, callback, state) -> SmartLoader:
+    smart = SmartLoader(loader, model, config, loss_fn=loss_fn, callback=callback)
+    smart.load_state_dict(state)
+    return smart
 
 
 def wrap(loader: Iterable, model: torch.nn.Module, config: Any = None, *,

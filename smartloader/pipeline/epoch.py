@@ -76,13 +76,14 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 sl._inspect_first(batch)
             if not pool:
                 phase = _enter_phase(sl)
-            n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
             if not phase.selects:
                 batch = sl._replay.fresh(batch, sl._keys, None, phase.replay, cur.step,
                                         sl.magnitude)
-                yield emit(sl, Selected(batch, n, n), phase)
-                yield from _replays(sl)
+                yield emit(sl, Selected(batch, None, None), phase)
+                if sl._replay.pending:
+                    yield from _replays(sl)
                 continue
+            n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
             pool.append(batch)
             sizes.append(n)
             if len(pool) == sl.config.pool_factor:
@@ -112,18 +113,22 @@ def _select(sl: Any, pool: list, sizes: list[int], phase: Phase) -> Any:
 
 
 def _enter_phase(sl: Any) -> Phase:
-    step = sl._cursor.step
+    cur = sl._cursor
+    step = cur.step
     sl._schedules.begin_step(step)
-    phase = phase_at(sl.phases, step)
+    phase = cur.phase
+    if phase is not None and step in phase:
+        return phase  # the common case: still in the phase of the last pool
+    phase = cur.phase = phase_at(sl._phases, step)
     if phase.name != sl._last_phase:
         logger.info("step %d: phase %r (%s%s)", step, phase.name, phase.selection,
                     f", beta {phase.beta:g}" if phase.selects else "")
         sl._last_phase = phase.name
     total = sl.config.total_steps
-    if total is not None and step >= total and not sl._warned_past_end:
+    if sl._warn_past_end and step >= total:
         logger.warning("step %d is past total_steps %d; phase %r goes on", step, total,
                        phase.name)
-        sl._warned_past_end = True
+        sl._warn_past_end = False
     return phase
 
 
@@ -140,26 +145,42 @@ def _replays(sl: Any) -> Iterator[Any]:
 
 
 def emit(sl: Any, chosen: Selected, phase: Phase) -> Any:
-    """The transform stages, the step's stats, the step count and the callback."""
+    """The transform stages, the step's numbers, the step count and the callback.
+
+    The numbers are kept as a tuple and become a :class:`StepStats` only when read
+    (``loader.stats``, or a callback), so a uniform pass-through step costs a few
+    microseconds."""
     cur = sl._cursor
-    sl._scoring.remember(chosen.batch, sl._keys)
-    batch = sl._transform(chosen.batch, sl._keys)
-    batch, scheduled = sl._schedules.finish(batch, sl._keys[0], cur.step)
-    replay = sl._replay
-    sl._stats = StepStats(
-        step=cur.step, epoch=cur.epoch, phase=phase.name, selection=phase.selection,
-        beta=phase.beta, pool_size=chosen.pool_size, batch_size=chosen.size,
-        pool_loss_mean=chosen.pool_loss, selected_loss_mean=chosen.selected_loss,
-        pool_time_s=chosen.times[0], score_time_s=chosen.times[1],
-        select_time_s=chosen.times[2], uniform_fallbacks=sl._chooser.fallbacks,
-        short_pools=cur.short_pools, scored_by=chosen.scored_by,
-        scoring_forwards=sl._scoring.forwards, forwards_skipped=sl._scoring.skipped,
-        noisy_flagged=sl._scoring.flagged, replayed=replay.replayed,
-        replay_nbytes=None if replay.memory is None else replay.memory.nbytes, **scheduled)
+    keys = sl._keys
+    sl._scoring.remember(chosen.batch, keys)
+    batch = sl._transform(chosen.batch, keys)
+    batch, res, mag = sl._schedules.finish(batch, keys[0], cur.step)
+    scoring, replay = sl._scoring, sl._replay
+    cur.last = (cur.step, cur.epoch, phase, chosen, res, mag, sl._chooser.fallbacks,
+                cur.short_pools, scoring.forwards, scoring.skipped, scoring.flagged,
+                replay.replayed, None if replay.memory is None else replay.memory.nbytes)
     cur.step += 1
     if sl._callback is not None:
-        sl._callback(materialize(sl._stats))
+        sl._callback(materialize(step_stats(cur.last, keys)))
     return batch
+
+
+def step_stats(last: tuple, keys: tuple) -> StepStats:
+    """The :class:`StepStats` of the numbers :func:`emit` kept."""
+    (step, epoch, phase, chosen, res, mag, fallbacks, short_pools, forwards, skipped,
+     flagged, replayed, nbytes) = last
+    size = chosen.size
+    if size is None:  # a pass-through batch: its size is read only now
+        size = B.batch_size_of(B.get_field(chosen.batch, keys[0]))
+    return StepStats(
+        step=step, epoch=epoch, phase=phase.name, selection=phase.selection, beta=phase.beta,
+        pool_size=size if chosen.pool_size is None else chosen.pool_size, batch_size=size,
+        pool_loss_mean=chosen.pool_loss, selected_loss_mean=chosen.selected_loss,
+        pool_time_s=chosen.times[0], score_time_s=chosen.times[1],
+        select_time_s=chosen.times[2], uniform_fallbacks=fallbacks, short_pools=short_pools,
+        scored_by=chosen.scored_by, scoring_forwards=forwards, forwards_skipped=skipped,
+        noisy_flagged=flagged, replayed=replayed, replay_nbytes=nbytes, resolution=res,
+        magnitude=mag)
 
 
 def report_fallbacks(sl: Any) -> None:

@@ -20,7 +20,7 @@ from smartloader.config.steps import Consumption, steps_in_epoch
 from smartloader.errors import ConfigError, ProbeError, StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
 from smartloader.pipeline.distributed import DistributedSync
-from smartloader.pipeline.epoch import run_epoch
+from smartloader.pipeline.epoch import run_epoch, step_stats
 from smartloader.pipeline.state import STATE_KEYS, STATE_VERSION, Cursor
 from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline.step import SelectionStep
@@ -139,9 +139,8 @@ class SmartLoader:
         self._consumption = Consumption.of(cfg)
         self._cursor = Cursor()
         self._keys: tuple | None = None
-        self._stats: StepStats | None = None
         self._last_phase: str | None = None
-        self._warned_past_end = False
+        self._warn_past_end = cfg.total_steps is not None  # warn once when the run goes past it
         self._fallbacks_reported = 0
         if cfg.default_phases and cfg.total_steps is None:
             logger.warning("total_steps not given: using a 100-step uniform warm-up then "
@@ -162,7 +161,8 @@ class SmartLoader:
     @property
     def stats(self) -> StepStats | None:
         """Numbers for the last yielded batch; ``None`` before the first."""
-        return None if self._stats is None else materialize(self._stats)
+        last = self._cursor.last
+        return None if last is None else materialize(step_stats(last, self._keys))
 
     @property
     def replay_memory(self):
@@ -368,7 +368,6 @@ class SmartLoader:
         self._transform.load_state_dict(state["transform"])
         self._replay.load_state_dict(state["replay"])
         self._fallbacks_reported = int(self._chooser.fallbacks)
-        self._stats = None
         self._schedules.begin_step(self._cursor.step)
 
 

@@ -40,6 +40,10 @@ class Cursor:
     #: a loaded mid-epoch position, applied when the next iterator starts that epoch
     resume: dict | None = None
     generator: torch.Generator | None = field(default=None, repr=False)
+    #: the phase of the last pool (a cache: phase_at runs only when a step leaves it)
+    phase: Any = field(default=None, repr=False)
+    #: the numbers of the last yielded batch, as ``epoch.emit`` kept them (``loader.stats``)
+    last: tuple | None = field(default=None, repr=False)
 
     def generator_on(self, device: torch.device) -> torch.Generator:
         """The selection generator, on ``device`` (made anew when the model moved)."""
@@ -69,6 +73,7 @@ class Cursor:
         self.short_pools = state["short_pools"]
         self.mid_epoch = False
         self.resume = None
+        self.phase = self.last = None
         if state["consumed"] > 0:
             self.resume = {k: state[k] for k in ("epoch", "consumed", "epoch_start_step",
                                                  "generator", "generator_device")}

@@ -45,8 +45,8 @@ class Selected:
     """The chosen batch and the numbers ``StepStats`` reports for it."""
 
     batch: Any
-    pool_size: int
-    size: int
+    pool_size: int | None   #: None: a pass-through batch, sized when its stats are read
+    size: int | None
     pool_loss: Any = None
     selected_loss: Any = None
     times: tuple[float, float, float] = (0.0, 0.0, 0.0)

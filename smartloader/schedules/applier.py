@@ -48,6 +48,10 @@ class ScheduleApplier:
         self.handle = handle  # the loader's ModelHandle: its scoring resolution is set here
         m0 = self._magnitude_at(0)
         self.magnitude = SharedValue(DEFAULT_MAGNITUDE if m0 is None else m0)
+        #: nothing changes from step to step (no schedule): begin_step and finish are no-ops
+        self.static = (schedules.resolution is None and schedules.augment is None
+                       and schedules.score_scale is None)
+        self._begun = False
         self.begin_step(0)
 
     def resolution_at(self, step: int) -> int | None:
@@ -71,6 +75,9 @@ class ScheduleApplier:
 
     def begin_step(self, step: int) -> None:
         """Called before the batch of ``step`` is drawn or scored."""
+        if self.static and self._begun:
+            return
+        self._begun = True
         m = self._magnitude_at(step)
         if m is not None:
             self.magnitude.set(m)
@@ -81,8 +88,11 @@ class ScheduleApplier:
         else:
             self.handle.resolution = self.score_resolution_at(step)
 
-    def finish(self, batch: Any, input_key: Sequence, step: int) -> tuple[Any, dict]:
-        """The batch of ``step`` with its input resized, and the stats fields for it."""
+    def finish(self, batch: Any, input_key: Sequence, step: int
+               ) -> tuple[Any, int | None, float | None]:
+        """The batch of ``step`` with its input resized, its resolution and magnitude."""
+        if self.static:
+            return batch, None, None
         r = self.resolution_at(step)
         if r is not None:
             from smartloader.common.batch import get_field
@@ -94,8 +104,7 @@ class ScheduleApplier:
             y = resize_batch(x, r)
             if y is not x:
                 batch = replace_field(batch, input_key, y)
-        m = self._magnitude_at(step)
-        return batch, {"resolution": r, "magnitude": m}
+        return batch, r, self._magnitude_at(step)
 
     def lr_scheduler(self, optimizer: torch.optim.Optimizer):
         """The configured ``lr`` schedule as a ``torch.optim.lr_scheduler.LRScheduler``."""

@@ -86,13 +86,15 @@ class ScoringStage:
         return None if self.guard is None else self.guard.num_flagged
 
     def remember(self, batch: Any, keys: tuple) -> None:
-        """Keep the yielded batch's ids and inputs for :meth:`report_losses`."""
-        self._last = (self.ids(batch), B.get_field(batch, keys[0]))
+        """Keep the yielded batch (as selected, before any batch transform) for
+        :meth:`report_losses`."""
+        self._last = (batch, keys)
 
     def report_losses(self, losses: torch.Tensor) -> None:
         if self._last is None:
             raise RuntimeError("report_losses() before any batch was yielded")
-        ids, x = self._last
+        batch, keys = self._last
+        ids, x = self.ids(batch), B.get_field(batch, keys[0])
         losses = torch.as_tensor(losses).detach().reshape(-1)
         if losses.numel() != x.shape[0]:
             raise ValueError(f"report_losses(): got {losses.numel()} losses for a batch of "

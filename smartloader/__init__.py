@@ -8,7 +8,8 @@
 from smartloader.config.schema import Config, Phase, PhaseSpec, load_config
 from smartloader.errors import ConfigError
 from smartloader.pipeline.hard_augment import HardAugmentLoader, HardAugmentStats
-from smartloader.pipeline.loader import SmartLoader, wrap
+from smartloader.api import wrap
+from smartloader.pipeline.loader import SmartLoader
 from smartloader.common.progress import Progress
 from smartloader.selection.ranked import ranked_multinomial
 from smartloader.pipeline.stats import StepStats

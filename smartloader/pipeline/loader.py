@@ -32,7 +32,7 @@ from smartloader.selection.choose import Chooser
 from smartloader.common import batch as B
 from smartloader.common.fields import detect_fields
 
-__all__ = ["SmartLoader", "wrap", "OWN_NAMES"]
+__all__ = ["SmartLoader", "OWN_NAMES"]
 
 logger = logging.getLogger("smartloader")
 
@@ -107,6 +107,13 @@ class SmartLoader:
                  callback: Callable[[StepStats], None] | None = None, **overrides: Any):
         if not hasattr(loader, "__iter__"):
             raise TypeError(f"loader must be iterable, got {type(loader).__name__}")
+        lib = type(loader).__module__.split(".")[0]
+        if lib in ("ffcv", "nvidia") and not hasattr(loader, "capabilities"):
+            raise TypeError(f"SmartLoader: a raw {type(loader).__module__}.{type(loader).__name__} "
+                            f"needs its adapter (FFCV reuses its batch buffers, a DALI iterator "
+                            f"is one-shot); use smartloader.wrap(loader, model, ...), which "
+                            f"applies it, or smartloader.adapters.ffcv.FFCVAdapter / "
+                            f"smartloader.adapters.dali.DALIAdapter")
         if hasattr(loader, "__next__") and iter(loader) is loader:
             raise TypeError("loader is a one-shot iterator (e.g. a generator object); pass "
                             "something that can be iterated once per epoch, such as a "
@@ -382,13 +389,3 @@ def _rebuild(loader, model, config, loss_fn, callback, state) -> SmartLoader:
     smart = SmartLoader(loader, model, config, loss_fn=loss_fn, callback=callback)
     smart.load_state_dict(state)
     return smart
-
-
-def wrap(loader: Iterable, model: torch.nn.Module, config: Any = None, *,
-         loss_fn: Callable | None = None, callback: Callable | None = None,
-         **overrides: Any) -> SmartLoader:
-    """Wrap ``loader`` in a :class:`SmartLoader`: the one line a training loop needs.
-
-    >>> loader = smartloader.wrap(loader, model, "smartloader.yaml", total_steps=10_000)
-    """
-    return SmartLoader(loader, model, config, loss_fn=loss_fn, callback=callback, **overrides)

@@ -87,6 +87,10 @@ def default_loss(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
                           f"logits of shape (batch, classes), the model returned "
                           f"{_shape(outputs)}; pass loss_fn=(outputs, targets) -> a tensor of "
                           f"one loss per sample to wrap()")
+    if not targets.dtype.is_floating_point:  # class indices, of any integer dtype
+        if targets.dim() == 2 and targets.shape[1] == 1:  # as a column (DALI readers)
+            targets = targets.reshape(-1)
+        targets = targets.long()
     if targets.dtype.is_floating_point and targets.dim() == outputs.dim():
         return -(targets * F.log_softmax(outputs.float(), dim=-1)).sum(-1)
     return F.cross_entropy(outputs.float(), targets, reduction="none")

@@ -151,7 +151,7 @@ class SmartLoader:
         self._fallbacks_reported = 0
         if cfg.default_phases and cfg.total_steps is None:
             logger.warning("total_steps not given: using a 100-step uniform warm-up then "
-                           "ranked selection to the end, without the 10%% uniform cool-down "
+                           "ranked selection to the end, without the 10% uniform cool-down "
                            "(it needs the end of training); pass total_steps=N to get it")
         _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters)
         for p in self._phases:

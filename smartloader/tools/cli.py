@@ -54,12 +54,12 @@ def plan_main(argv: list[str]) -> int:
     parser.add_argument("--plot", metavar="PNG", help="also save a figure (needs matplotlib)")
     parser.add_argument("--arch", choices=("cnn", "vit"), default="cnn",
                         help="scoring cost model: pixels^2 (cnn) or ^3 (vit); default cnn")
-    parser.add_argument("--base-resolution", type=int, default=224, metavar="N",
+    from smartloader.tools.plan import BASE_RESOLUTION, format_plan, plot_plan
+    parser.add_argument("--base-resolution", type=int, default=BASE_RESOLUTION, metavar="N",
                         help="training resolution when the config has no resolution "
-                             "schedule (default 224)")
+                             f"schedule (default {BASE_RESOLUTION})")
     args = parser.parse_args(argv)
     from smartloader.config.schema import load_config
-    from smartloader.tools.plan import format_plan, plot_plan
     try:
         config = load_config(args.config)
         inputs = plan_inputs(config)

@@ -3,8 +3,8 @@
 A :class:`Field` describes one key, a :class:`Section` a mapping of keys, a :class:`Typed`
 a mapping whose ``type`` key picks one of several sections (``resolution: {type: ...}``).
 Every part keeps its spec next to its code; builders, ``smartloader validate``, the plan,
-warnings and the docs table (:func:`describe`) all read these specs, so a default or a bound
-is written once.
+warnings and the docs table (:mod:`smartloader.tools.keys`) all read these specs, so a
+default or a bound is written once.
 
 Reading *collects* problems instead of stopping at the first: :meth:`Section.read` appends
 one message per problem to a list, each starting with its key path
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from smartloader.common import readers as r
 from smartloader.errors import ConfigError
 
-__all__ = ["REQUIRED", "INVALID", "Field", "Section", "Typed", "Values", "valid", "describe",
+__all__ = ["REQUIRED", "INVALID", "KINDS", "Field", "Section", "Typed", "Values", "valid",
            "raise_problems", "key_path"]
 
 
@@ -38,7 +38,8 @@ REQUIRED = _Marker("REQUIRED")
 #: What a read gives for a value it reported a problem about.
 INVALID = _Marker("INVALID")
 
-_KINDS = {"int": "int", "float": "number", "str": "string", "bool": "bool",
+#: Each kind of key, and how the docs name its type.
+KINDS = {"int": "int", "float": "number", "str": "string", "bool": "bool",
           "key": "key path", "list": "list", "section": "mapping", "any": "any"}
 
 #: ``check(values, given, path, problems)``: a relation between keys of one section, run
@@ -91,7 +92,7 @@ class Field:
     hint: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
+        if self.kind not in KINDS:
             raise ValueError(f"Field {self.name!r}: unknown kind {self.kind!r}")
         if self.kind == "section" and self.section is None:
             raise ValueError(f"Field {self.name!r}: kind section needs a section")
@@ -341,74 +342,3 @@ def raise_problems(problems: Sequence[str]) -> None:
     """Raise one ConfigError listing ``problems`` (one per line); nothing when empty."""
     if problems:
         raise ConfigError.of(problems)
-
-
-# ----------------------------------------------------------------------------- docs
-
-def describe(spec: Section | Typed | Sequence[Field], prefix: str = "",
-             variant: str = "") -> Iterator[tuple[str, str, str, str, str]]:
-    """``(key path, type, default, allowed values, meaning)`` for every key of ``spec``
-    and of the sections nested in it, in order; a Typed section's keys name their type."""
-    if isinstance(spec, Typed):
-        yield (f"`{r.join(prefix, 'type')}`", "string", "required",
-               ", ".join(f"`{t}`" for t in spec.types), spec.type_doc)
-        for kind, section in spec.variants:
-            for f in section.fields:
-                yield from _describe_field(f, prefix, kind)
-        return
-    for f in (spec.fields if isinstance(spec, Section) else spec):
-        yield from _describe_field(f, prefix, variant)
-
-
-def _describe_field(f: Field, prefix: str, variant: str
-                    ) -> Iterator[tuple[str, str, str, str, str]]:
-    path = r.join(prefix, f.name)
-    shown = f"`{path}`" + (f" ({variant})" if variant else "")
-    doc = f.doc
-    if f.only is not None:
-        doc += f" (only with {f.only[0]}: {' or '.join(map(str, f.only[1]))})"
-    yield shown, _type_text(f), _default_text(f), _bounds_text(f), doc
-    if f.section is not None:
-        yield from describe(f.section, f"{path}[]" if f.kind == "list" else path)
-
-
-def _type_text(f: Field) -> str:
-    text = f.type_doc or _KINDS[f.kind]
-    return f"{text} or null" if f.nullable and "null" not in text else text
-
-
-def _bounds_text(f: Field) -> str:
-    if f.bounds_doc is not None:
-        return f.bounds_doc
-    if f.choices is not None:
-        return ", ".join(f"`{c}`" for c in f.choices)
-    lo, hi = f.minimum, f.maximum
-    if lo is not None and hi is not None:
-        return (f"{'(' if f.min_exclusive else '['}{lo:g}, {hi:g}"
-                f"{')' if f.max_exclusive else ']'}")
-    if lo is not None:
-        return f"{'>' if f.min_exclusive else '>='} {lo:g}"
-    if hi is not None:
-        return f"{'<' if f.max_exclusive else '<='} {hi:g}"
-    return ""
-
-
-def yaml_text(value: Any) -> str:
-    """``value`` written as in YAML (``null``, ``true``, ``[mean, std]``, ``0.95``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(yaml_text(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {yaml_text(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _default_text(f: Field) -> str:
-    if f.default_doc is not None:
-        return f.default_doc
-    if f.required:
-        return "required"
-    return f"`{yaml_text(f.default)}`"

@@ -11,8 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from smartloader.common.readers import join
-from smartloader.common.spec import REQUIRED, Field, Section, raise_problems, valid
+from smartloader.common.spec import REQUIRED, Field, Section, raise_problems
 from smartloader.selection.rules import BETA, SELECTOR, WINDOW
 
 __all__ = ["PhaseSpec", "Phase", "SELECTIONS", "DEFAULT_PHASES", "DEFAULT_PHASES_OPEN_ENDED",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from smartloader.common.readers import fail, join, require_mapping
+from smartloader.common.readers import fail, require_mapping
 from smartloader.common.progress import Progress
 from smartloader.common.spec import INVALID, Field, Section, raise_problems, valid
 from smartloader.schedules.lr import (LR, F1CLRScheduler, F1CLRSchedule, LinearScalingScheduler,

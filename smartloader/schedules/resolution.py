@@ -1,4 +1,4 @@
-"""Training-resolution schedules (thesis Ch. 3.3.2, ``ALGORITHMS.md`` §3).
+"""Training-resolution schedules (thesis Ch. 3.3.2, super progressive learning).
 
 Pure functions of ``(step, total_steps)`` plus one small frozen class per schedule, built
 from the ``resolution:`` YAML section. Resolutions are square side lengths in pixels.

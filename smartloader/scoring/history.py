@@ -1,4 +1,5 @@
-"""``{type: history, default: max, max_age: null}``: each sample's last known loss.
+"""``{type: history, default, max_age}`` (defaults: :data:`HISTORY`): each sample's last
+known loss.
 
 No model forward: a pool is scored with the loss each sample had the last time one was
 observed (Loshchilov & Hutter 2015, "Online batch selection"; Schaul et al. 2015 keep the same

@@ -39,7 +39,8 @@ from smartloader.scoring.proxy import (FEATURES, PROXY, ProxyScorer, make_proxy_
                                        model_weight_norm, per_sample_features)
 
 __all__ = [
-    "Scorer", "build_scorer", "make_scorer", "SCORER", "SCORER_TYPES", "LowResLossScorer", "HistoryScorer", "ProxyScorer",
+    "Scorer", "build_scorer", "make_scorer", "SCORER", "SCORER_TYPES", "DEFAULT_SCORER",
+    "LowResLossScorer", "HistoryScorer", "ProxyScorer",
     "per_sample_features", "model_weight_norm", "FEATURES",
 ]
 

@@ -1,7 +1,7 @@
 """docs/config.md carries the table of every key exactly as the specs generate it."""
 from pathlib import Path
 
-from smartloader.common.spec import describe
+from smartloader.tools.keys import describe
 from smartloader.config.keys import TOP
 from smartloader.tools.keys import BEGIN, END, keys_table
 

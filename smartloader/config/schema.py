@@ -67,8 +67,7 @@ class Config:
             "input_key": _key_to_yaml(self.input_key), "target_key": _key_to_yaml(self.target_key),
         }
         if self.selection_scope != _D["selection_scope"]:  # omitted at its default: older
-            # states still load
-            out["selection_scope"] = self.selection_scope
+            out["selection_scope"] = self.selection_scope  # states still load
         if not self.default_phases:
             out["phases"] = [phase_to_dict(p) for p in self.phases]
         out.update(self.schedule_raw)

@@ -7,6 +7,7 @@ COMMANDS = {
     "demo": "train a small CNN uniform vs. through SmartLoader and print a table",
     "plan": "print the phases, schedules, input shapes and compute of a config",
     "validate": "check a config file and list every problem with its key path",
+    "keys": "print every config key with its type, default and bounds (markdown table)",
 }
 
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "validate":
         from smartloader.tools.cli import validate_main
         return validate_main(rest)
+    if command == "keys":
+        from smartloader.tools.cli import keys_main
+        return keys_main(rest)
     raise AssertionError(command)
 
 

@@ -1,12 +1,30 @@
 """Errors raised by smartloader."""
+from __future__ import annotations
+
+from typing import Sequence
 
 
 class ConfigError(ValueError):
     """An invalid configuration.
 
     The message always starts with the key path of the offending entry, e.g.
-    ``phases[1].beta: must be >= 0, got -1.0``, so a user can find it in the YAML file.
+    ``phases[1].beta: must be >= 0, got -1.0``, so a user can find it in the YAML file. When
+    a configuration has several problems, the message lists them one per line (the first line
+    is the first problem) and :attr:`problems` holds them as a tuple.
     """
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        #: every problem found, each starting with its key path
+        self.problems: tuple[str, ...] = tuple(problems) if problems else (message,)
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.problems)
+
+    @classmethod
+    def of(cls, problems: Sequence[str]) -> "ConfigError":
+        """One error listing ``problems``, one per line."""
+        return cls("\n".join(problems), problems)
 
 
 class StateError(ValueError):

@@ -1,6 +1,6 @@
 """MixUp and CutMix that do not fight selection: score clean samples, mix after selecting.
 
-The thesis (Ch. 4, ``../shared/ALGORITHMS.md`` §1 "Known limitations") finds that selection
+The thesis (Ch. 4, its known limitations) finds that selection
 gives no speed-up when MixUp is on. A mixed sample's loss says little about either of its
 sources, so scoring mixed pools ranks the mixing noise. Here the loader scores and selects on
 the *unmixed* pool and applies the batch transform only to the chosen batch, which then trains
@@ -25,11 +25,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from smartloader.common.readers import (as_float, as_int, as_str, check_keys, fail, join,
-                                        require_mapping)
+from smartloader.common.spec import Field, Section, Typed
 
 __all__ = ["one_hot_targets", "sample_lambda", "mixup", "cutmix", "soft_cross_entropy",
-           "MixUp", "CutMix", "build_batch_transform", "BATCH_TRANSFORM_TYPES"]
+           "MixUp", "CutMix", "build_batch_transform", "make_batch_transform",
+           "BATCH_TRANSFORM", "BATCH_TRANSFORM_TYPES"]
+
+
+def _alpha(default: float, paper: str) -> Field:
+    return Field("alpha", "float", default, minimum=0.0, min_exclusive=True,
+                 doc=f"lam ~ Beta(alpha, alpha); {default:g} is {paper}")
+
+
+_NUM_CLASSES = Field("num_classes", "int", None, minimum=2, nullable=True,
+                     doc="classes of the one-hot targets; null = targets are already soft rows")
+#: The ``batch_transform:`` section, applied to the chosen batch after selection.
+BATCH_TRANSFORM = Typed("batch_transform", (
+    ("mixup", Section("mixup", (_alpha(0.2, "the MixUp paper's ImageNet value"),
+                                _NUM_CLASSES))),
+    ("cutmix", Section("cutmix", (_alpha(1.0, "the CutMix paper's (uniform lam)"),
+                                  _NUM_CLASSES))),
+), doc="MixUp or CutMix on the selected batch (the pool is scored clean)",
+    type_doc="`mixup`: blend two samples; `cutmix`: paste a box of one into another",
+    required_message="is required (one of {choices})")
+_MIXUP, _CUTMIX = (BATCH_TRANSFORM.types[t].default("alpha") for t in ("mixup", "cutmix"))
 
 
 def one_hot_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -58,7 +77,7 @@ def _perm(n: int, generator: torch.Generator | None, device: torch.device) -> to
                           is not None else "cpu").to(device)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float = 0.2, num_classes: int | None = None,
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float = _MIXUP, num_classes: int | None = None,
           generator: torch.Generator | None = None, lam: float | None = None,
           perm: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp a batch; returns ``(mixed_x, soft_targets float32[n, num_classes])``.
@@ -75,7 +94,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float = 0.2, num_classes: int
     return mixed, y * lam + y[perm.to(y.device)] * (1.0 - lam)
 
 
-def cutmix(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, num_classes: int | None = None,
+def cutmix(x: torch.Tensor, y: torch.Tensor, alpha: float = _CUTMIX, num_classes: int | None = None,
            generator: torch.Generator | None = None, lam: float | None = None,
            perm: torch.Tensor | None = None,
            box: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +153,7 @@ class MixUp:
     generator).
     """
 
-    def __init__(self, alpha: float = 0.2, num_classes: int | None = None) -> None:
+    def __init__(self, alpha: float = _MIXUP, num_classes: int | None = None) -> None:
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
         self.alpha, self.num_classes = float(alpha), num_classes
@@ -154,7 +173,7 @@ class MixUp:
 class CutMix(MixUp):
     """``{type: cutmix, alpha: 1.0, num_classes: 10}``: post-selection batch transform."""
 
-    def __init__(self, alpha: float = 1.0, num_classes: int | None = None) -> None:
+    def __init__(self, alpha: float = _CUTMIX, num_classes: int | None = None) -> None:
         super().__init__(alpha, num_classes)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
@@ -162,20 +181,14 @@ class CutMix(MixUp):
         return cutmix(x, y, self.alpha, self.num_classes, generator)
 
 
-BATCH_TRANSFORM_TYPES = {"mixup": (MixUp, 0.2), "cutmix": (CutMix, 1.0)}
+BATCH_TRANSFORM_TYPES = {"mixup": MixUp, "cutmix": CutMix}
+
+
+def make_batch_transform(values: Mapping[str, Any]) -> MixUp:
+    """The transform of a parsed :data:`BATCH_TRANSFORM` section."""
+    return BATCH_TRANSFORM_TYPES[values["type"]](values["alpha"], values["num_classes"])
 
 
 def build_batch_transform(mapping: Any, path: str = "batch_transform") -> MixUp:
     """Build a post-selection transform from ``{type: mixup|cutmix, alpha, num_classes}``."""
-    m = require_mapping(mapping, path)
-    if "type" not in m:
-        raise fail(join(path, "type"), "is required (one of mixup, cutmix)")
-    kind = as_str(m["type"], join(path, "type"), choices=BATCH_TRANSFORM_TYPES)
-    check_keys(m, ["type", "alpha", "num_classes"], path)
-    cls, default_alpha = BATCH_TRANSFORM_TYPES[kind]
-    alpha = as_float(m.get("alpha", default_alpha), join(path, "alpha"), minimum=0.0,
-                     min_exclusive=True)
-    num_classes = m.get("num_classes")
-    if num_classes is not None:
-        num_classes = as_int(num_classes, join(path, "num_classes"), minimum=2)
-    return cls(alpha, num_classes)
+    return make_batch_transform(BATCH_TRANSFORM.parse(mapping, path))

@@ -9,8 +9,9 @@ from typing import Any, Mapping
 
 import torch
 
-from smartloader.augment.mixing import build_batch_transform
+from smartloader.augment.mixing import BATCH_TRANSFORM, make_batch_transform
 from smartloader.common import batch as B
+from smartloader.common.spec import Values
 from smartloader.common.state import strict_keys
 
 __all__ = ["TransformStage"]
@@ -20,12 +21,15 @@ class TransformStage:
     """``batch_transform:`` applied to every yielded batch (a no-op without one).
 
     Args:
-        spec: the validated ``batch_transform`` mapping, or None.
+        spec: the parsed ``batch_transform`` section (``Config.strategies``; a plain mapping
+            as written is read too), or None.
         seed: seeds the stage's generator.
     """
 
     def __init__(self, spec: Mapping[str, Any] | None, seed: int) -> None:
-        self.transform = None if spec is None else build_batch_transform(spec)
+        if spec is not None and not isinstance(spec, Values):
+            spec = BATCH_TRANSFORM.parse(spec, "batch_transform")
+        self.transform = None if spec is None else make_batch_transform(spec)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: Any, keys: tuple) -> Any:

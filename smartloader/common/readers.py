@@ -6,6 +6,7 @@ Booleans are never accepted where numbers are expected (``True`` is an ``int`` i
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any, Iterable, Mapping
 
 from smartloader.errors import ConfigError
@@ -38,14 +39,27 @@ def require_mapping(value: Any, path: str) -> Mapping[str, Any]:
     return value
 
 
+def did_you_mean(word: Any, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'pool_factor'?"`` for the closest candidate, or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_key(path: str, key: Any, allowed: Iterable[str]) -> str:
+    """The message for an unknown key: its path, what is allowed, the closest match."""
+    allowed = list(allowed)
+    return (f"{join(path, key) if isinstance(key, str) else join(path, str(key))}: unknown key "
+            f"(allowed: {', '.join(allowed)}){did_you_mean(key, allowed)}")
+
+
 def check_keys(mapping: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
-    """Reject unknown keys, naming the first one and listing what is allowed."""
+    """Reject unknown keys, naming the first one, listing what is allowed and the closest."""
     allowed = list(allowed)
     for key in mapping:
         if key not in allowed:
-            raise ConfigError(
-                f"{join(path, key)}: unknown key (allowed: {', '.join(allowed)})"
-            )
+            raise ConfigError(unknown_key(path, key, allowed))
 
 
 def as_int(value: Any, path: str, *, minimum: int | None = None,
@@ -90,7 +104,8 @@ def as_str(value: Any, path: str, *, choices: Iterable[str] | None = None) -> st
     if choices is not None:
         choices = list(choices)
         if value not in choices:
-            raise fail(path, f"must be one of {', '.join(choices)}", value)
+            raise ConfigError(f"{path}: must be one of {', '.join(choices)}, got {value!r}"
+                              f"{did_you_mean(value, choices)}")
     return value
 
 

@@ -1,56 +1,54 @@
-"""The strategy sections of the config: ``index_key``, ``scorer``, ``noisy_guard``,
+"""The strategy keys of the config: ``index_key``, ``scorer``, ``noisy_guard``,
 ``batch_transform`` (their long form is in docs/strategies.md).
 
-Each section is validated by building it once with its own builder, so every error names its
-key path; the validated mappings are kept as written and built again by the loader's stages.
+Each section's keys are declared next to its code (:data:`~smartloader.scoring.SCORER`,
+:data:`~smartloader.scoring.noisy_guard.NOISY_GUARD`,
+:data:`~smartloader.augment.mixing.BATCH_TRANSFORM`); this module puts them at the top level
+and checks how they relate to each other and to the phases.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from smartloader.augment.mixing import build_batch_transform
-from smartloader.common import readers as v
-from smartloader.errors import ConfigError
-from smartloader.scoring.noisy_guard import build_noisy_guard
-from smartloader.scoring.scorers import build_scorer
+from smartloader.augment.mixing import BATCH_TRANSFORM
+from smartloader.common.spec import Field, valid
+from smartloader.scoring.noisy_guard import NOISY_GUARD
+from smartloader.scoring.scorers import DEFAULT_SCORER, SCORER
 
-__all__ = ["STRATEGY_KEYS", "parse_strategies"]
+__all__ = ["STRATEGY_FIELDS", "STRATEGY_KEYS", "strategy_problems"]
 
-#: Top-level config keys this module owns.
-STRATEGY_KEYS = ("index_key", "scorer", "noisy_guard", "batch_transform")
+#: Top-level config keys this module owns, in the order the docs list them.
+STRATEGY_FIELDS = (
+    Field("index_key", "key", None, nullable=True,
+          doc="where the sample ids (dataset indices) are in a batch; needed by the history "
+              "scorer and noisy_guard"),
+    Field("scorer", "section", None, nullable=True, section=SCORER,
+          default_doc=f"null (`{DEFAULT_SCORER}`)", doc=SCORER.doc),
+    Field("noisy_guard", "section", None, nullable=True, section=NOISY_GUARD,
+          doc=NOISY_GUARD.doc),
+    Field("batch_transform", "section", None, nullable=True, section=BATCH_TRANSFORM,
+          doc=BATCH_TRANSFORM.doc),
+)
+STRATEGY_KEYS = tuple(f.name for f in STRATEGY_FIELDS)
 #: Scorer types that key their state by sample id, so they need ``index_key``.
 _NEEDS_IDS = ("history",)
+#: Rules ``selection_scope: global`` can rank across ranks (uniform does not rank).
+_GLOBAL_RULES = ("uniform", "ranked")
 
 
-def parse_strategies(m: Mapping[str, Any], phases: Sequence[Any], scope: str) -> dict:
-    """Validate the strategy keys of the raw config ``m`` (building each part once, so every
-    error names its key path) and return those given, as written."""
-    out: dict[str, Any] = {}
-    index_key = m.get("index_key")
-    if index_key is not None:
-        parts = index_key if isinstance(index_key, list) else [index_key]
-        if not parts or any(isinstance(p, bool) or not isinstance(p, (int, str)) for p in parts):
-            raise v.fail("index_key", "must be an integer position, a string key or a "
-                         "non-empty list of them", index_key)
-        out["index_key"] = index_key
-    if m.get("scorer") is not None:
-        build_scorer(m["scorer"], "scorer")  # validates; the loader builds its own
-        kind = m["scorer"]["type"]
-        if kind in _NEEDS_IDS and index_key is None:
-            raise ConfigError(f"scorer.type: {kind} keys losses by sample id, so it needs "
-                              f"index_key (where the dataset index is in a batch)")
-        out["scorer"] = m["scorer"]
-    if m.get("noisy_guard") is not None:
-        build_noisy_guard(m["noisy_guard"], "noisy_guard")
-        if index_key is None:
-            raise ConfigError("noisy_guard: tracks samples across pools by sample id, so it "
-                              "needs index_key (where the dataset index is in a batch)")
-        out["noisy_guard"] = m["noisy_guard"]
-    if m.get("batch_transform") is not None:
-        build_batch_transform(m["batch_transform"], "batch_transform")
-        out["batch_transform"] = m["batch_transform"]
-    for i, p in enumerate(phases):
-        if scope == "global" and p.selection not in ("uniform", "ranked"):
-            raise ConfigError(f"phases[{i}].selection: selection_scope global supports only "
-                              f"ranked, got {p.selection!r}")
-    return out
+def strategy_problems(v: Mapping[str, Any], problems: list[str]) -> None:
+    """Relations of the read top-level ``v``: what needs ``index_key``, and which rules a
+    global ``selection_scope`` supports. Keys already reported INVALID are skipped."""
+    if valid(v, "index_key") and v["index_key"] is None:
+        scorer = v.get("scorer")
+        if valid(v, "scorer") and scorer is not None and scorer["type"] in _NEEDS_IDS:
+            problems.append(f"scorer.type: {scorer['type']} keys losses by sample id, so it "
+                            f"needs index_key (where the dataset index is in a batch)")
+        if valid(v, "noisy_guard") and v.get("noisy_guard") is not None:
+            problems.append("noisy_guard: tracks samples across pools by sample id, so it "
+                            "needs index_key (where the dataset index is in a batch)")
+    if valid(v, "selection_scope", "phases") and v["selection_scope"] == "global":
+        for i, p in enumerate(v["phases"]):
+            if valid(p, "selection") and p["selection"] not in _GLOBAL_RULES:
+                problems.append(f"phases[{i}].selection: selection_scope global supports only "
+                                f"ranked, got {p['selection']!r}")

@@ -1,4 +1,4 @@
-"""Hard Augment (thesis §3.3.3, Eq. 3.10-3.11; ``../shared/ALGORITHMS.md`` §4).
+"""Hard Augment (thesis §3.3.3, Eq. 3.10-3.11).
 
 For self-supervised training: make ``m`` augmented views of each image (the thesis uses
 m = 4-6; 6 in its ImageNet runs), embed all of them at a low resolution (``r_sel = 64``
@@ -21,12 +21,19 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
-from smartloader.common.readers import as_int, check_keys, join, require_mapping
 from smartloader.augment import BatchAugment
 from smartloader.augment.geometry import to_unit_float
 from smartloader.common.batch import get_field, replace_field, resolve_key
 from smartloader.common.epochs import check_epoch, forward_set_epoch, mix_seed
+from smartloader.common.spec import Field, Section
 from smartloader.scoring.model import scoring_mode
+
+#: The ``hard_augment:`` section.
+HARD_AUGMENT = Section("hard_augment", (
+    Field("resolution", "int", 64, minimum=1, nullable=True,
+          doc="side (px) the views are scored at (the thesis' r_sel); null = their own"),
+), doc="score m augmented views at low resolution and train on the hardest pair")
+_RESOLUTION = HARD_AUGMENT.default("resolution")
 
 __all__ = ["view_pairs", "hardest_pairs", "score_view_pairs", "gather_views", "HardAugment",
            "build_hard_augment", "HardAugmentLoader", "HardAugmentStats"]
@@ -68,7 +75,7 @@ def _resize(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
 
 
 def score_view_pairs(model: torch.nn.Module, views: torch.Tensor, pair_loss: PairLoss,
-                     resolution: int | None = 64) -> torch.Tensor:
+                     resolution: int | None = _RESOLUTION) -> torch.Tensor:
     """SSL loss of every view pair, ``float32[n, P]`` (columns in :func:`view_pairs` order).
 
     ``views`` is ``[n, m, C, H, W]``; all ``n * m`` views are resized so their shorter side is
@@ -102,7 +109,7 @@ class HardAugment:
     Stateless.
     """
 
-    def __init__(self, resolution: int | None = 64) -> None:
+    def __init__(self, resolution: int | None = _RESOLUTION) -> None:
         if resolution is not None and resolution < 1:
             raise ValueError(f"resolution must be >= 1 or None, got {resolution!r}")
         self.resolution = resolution
@@ -122,11 +129,9 @@ class HardAugment:
 
 
 def build_hard_augment(mapping: Any, path: str = "hard_augment") -> HardAugment:
-    """``{resolution: 64}`` (``null`` = score at the views' own resolution)."""
-    m = require_mapping(mapping, path)
-    check_keys(m, ["resolution"], path)
-    res = m.get("resolution", 64)
-    return HardAugment(None if res is None else as_int(res, join(path, "resolution"), minimum=1))
+    """``{resolution}`` (:data:`HARD_AUGMENT`; ``null`` = score at the views' own
+    resolution)."""
+    return HardAugment(HARD_AUGMENT.parse(mapping, path)["resolution"])
 
 
 # -- the loader mode: views made, scored and chosen on the fly ------------------------------
@@ -174,7 +179,7 @@ class HardAugmentLoader:
     def __init__(self, loader: Iterable, model: torch.nn.Module, *, pair_loss: PairLoss,
                  views: int = 4, augment: Callable[[torch.Tensor, torch.Generator],
                                                    torch.Tensor] | None = None,
-                 resolution: int | None = 64, seed: int = 0,
+                 resolution: int | None = _RESOLUTION, seed: int = 0,
                  input_key: Any = None) -> None:
         if isinstance(views, bool) or not isinstance(views, int) or views < 2:
             raise ValueError(f"views must be an integer >= 2 (pairs need two views), "

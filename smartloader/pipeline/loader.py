@@ -14,7 +14,9 @@ import torch
 
 from smartloader.augment.transform import TransformStage
 from smartloader.common.epochs import check_epoch, mix_seed
-from smartloader.config.phases import Phase
+from smartloader.config.keys import pool_factor_warnings
+from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED, Phase,
+                                        describe_phases)
 from smartloader.config.schema import Config, load_config
 from smartloader.config.steps import Consumption, steps_in_epoch
 from smartloader.errors import ConfigError, ProbeError, StateError
@@ -150,14 +152,13 @@ class SmartLoader:
         self._warn_past_end = cfg.total_steps is not None  # warn once when the run goes past it
         self._fallbacks_reported = 0
         if cfg.default_phases and cfg.total_steps is None:
-            logger.warning("total_steps not given: using a 100-step uniform warm-up then "
-                           "ranked selection to the end, without the 10% uniform cool-down "
-                           "(it needs the end of training); pass total_steps=N to get it")
+            logger.warning("total_steps not given: using the default phases %s instead of "
+                           "%s (a cool-down needs the end of training); pass total_steps=N "
+                           "to get them", describe_phases(DEFAULT_PHASES_OPEN_ENDED),
+                           describe_phases(DEFAULT_PHASES))
         _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters)
-        for p in self._phases:
-            if p.selects and cfg.pool_factor < 1 + p.beta:
-                logger.warning("phase %r: beta %.3g with pool_factor %d; the paper keeps "
-                               "pool_factor >= 1 + beta", p.name, p.beta, cfg.pool_factor)
+        for line in pool_factor_warnings(self._phases, cfg.pool_factor):
+            logger.warning("%s", line)
 
     # -- public surface -------------------------------------------------------------------
     @property

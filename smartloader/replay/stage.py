@@ -78,6 +78,8 @@ class ReplayStage:
                               "(give total_steps, or a constant alpha such as alpha: 0.5)")
         try:
             self.memory = cfg.build_memory(size, model_device=model_device, seed=seed)
+        except ConfigError:  # already names its key
+            raise
         except ValueError as exc:
             raise ConfigError(f"replay.device: {exc}") from None
         self.index_key = index_key

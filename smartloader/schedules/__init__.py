@@ -9,27 +9,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from smartloader.common.readers import as_float, fail, join, require_mapping
+from smartloader.common.readers import fail, require_mapping
 from smartloader.common.progress import Progress
-from smartloader.schedules.lr import (F1CLRScheduler, F1CLRSchedule, LinearScalingScheduler,
+from smartloader.common.spec import INVALID, Field, Section, raise_problems, valid
+from smartloader.schedules.lr import (LR, F1CLRScheduler, F1CLRSchedule, LinearScalingScheduler,
                                       LinearScalingSchedule, LRSchedule, f1_clr, linear_scaling_lr,
-                                      lr_from_config)
-from smartloader.schedules.magnitude import (ConstantMagnitude, LinearMagnitude, MagnitudeSchedule,
-                                             PiecewiseMagnitude, linear_magnitude,
-                                             magnitude_from_config, piecewise_magnitude)
-from smartloader.schedules.resolution import (ConstantResolution, ProgressiveResolution,
-                                              ResolutionSchedule, SuperProgressiveResolution,
-                                              distinct_resolutions, progressive_resolution,
+                                      lr_from_config, lr_problems, make_lr)
+from smartloader.schedules.magnitude import (AUGMENT, ConstantMagnitude, LinearMagnitude,
+                                             MagnitudeSchedule, PiecewiseMagnitude,
+                                             linear_magnitude, magnitude_from_config,
+                                             magnitude_problems, make_magnitude,
+                                             piecewise_magnitude)
+from smartloader.schedules.resolution import (RESOLUTION, ConstantResolution,
+                                              ProgressiveResolution, ResolutionSchedule,
+                                              SuperProgressiveResolution, distinct_resolutions,
+                                              make_resolution, progressive_resolution,
                                               resolution_from_config, resolution_grid,
-                                              score_resolution, super_progressive_resolution)
+                                              resolution_problems, score_resolution,
+                                              super_progressive_resolution)
 
-_KIND = {ConstantResolution: "constant", ProgressiveResolution: "progressive",
-         SuperProgressiveResolution: "super_progressive", ConstantMagnitude: "constant",
-         LinearMagnitude: "linear", PiecewiseMagnitude: "piecewise",
-         F1CLRSchedule: "f1_clr", LinearScalingSchedule: "linear_scaling"}
-
-#: The top-level config keys this package reads; the core validates all others.
-SCHEDULE_KEYS = ("resolution", "score_scale", "augment", "lr")
+#: The top-level config keys this package reads, in the order the docs list them.
+SCHEDULE_FIELDS = (
+    Field("resolution", "section", None, nullable=True, section=RESOLUTION,
+          type_doc="mapping or int", doc=RESOLUTION.doc + "; an integer N is a constant N"),
+    Field("score_scale", "float", None, minimum=0.0, maximum=1.0, min_exclusive=True,
+          nullable=True, doc="scoring resolution = round(score_scale x training resolution) "
+                             "(0.43 maps 224 to 96); excludes score_resolution"),
+    Field("augment", "section", None, nullable=True, section=AUGMENT, doc=AUGMENT.doc),
+    Field("lr", "section", None, nullable=True, section=LR, doc=LR.doc),
+)
+SCHEDULE_KEYS = tuple(f.name for f in SCHEDULE_FIELDS)
+_SECTION = Section("schedules", SCHEDULE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -52,45 +62,63 @@ class Schedules:
         return score_resolution(self.resolution(progress_or_step), self.score_scale)
 
 
+def _lr_warmup(values: Mapping[str, Any]) -> Any:
+    lr = values.get("lr")
+    if lr is INVALID:
+        return INVALID
+    return None if lr is None else lr["warmup_steps"]
+
+
+def schedule_problems(values: Mapping[str, Any], total_steps: int | None,
+                      problems: list[str]) -> None:
+    """Relations of the read schedule keys with ``total_steps`` and with each other (a
+    ``super_progressive`` resolution without a warm-up takes ``lr.warmup_steps``); keys
+    already reported INVALID are skipped."""
+    if valid(values, "lr") and values.get("lr") is not None:
+        lr_problems(values["lr"], "lr", total_steps, problems)
+    if valid(values, "augment") and values.get("augment") is not None:
+        magnitude_problems(values["augment"], "augment", total_steps, problems)
+    if valid(values, "resolution") and values.get("resolution") is not None:
+        resolution_problems(values["resolution"], "resolution", total_steps,
+                            _lr_warmup(values), problems)
+
+
+def make_schedules(values: Mapping[str, Any], total_steps: int | None) -> Schedules:
+    """:class:`Schedules` from read schedule keys whose problems are all reported."""
+    get = values.get
+    lr = None if get("lr") is None else make_lr(values["lr"], total_steps)
+    return Schedules(
+        None if get("resolution") is None else make_resolution(
+            values["resolution"], total_steps, _lr_warmup(values)),
+        None if get("augment") is None else make_magnitude(values["augment"], total_steps),
+        lr, get("score_scale"))
+
+
 def parse_schedules(mapping: Mapping[str, Any], total_steps: int | None) -> Schedules:
     """Build :class:`Schedules` from the top-level config mapping.
 
     Reads only :data:`SCHEDULE_KEYS` and ignores every other key. Raises
-    :class:`~smartloader.errors.ConfigError` (message starting with the key path) on any
-    invalid entry, and when a schedule is a function of the fraction of training but
-    ``total_steps`` is ``None``. A ``super_progressive`` resolution without a warm-up key
-    inherits ``lr.warmup_steps``, keeping full resolution exactly during the lr warm-up.
+    :class:`~smartloader.errors.ConfigError` listing every invalid entry (each message
+    starting with its key path), including a schedule that is a function of the fraction of
+    training while ``total_steps`` is ``None``. A ``super_progressive`` resolution without a
+    warm-up key inherits ``lr.warmup_steps``, keeping full resolution exactly during the lr
+    warm-up.
     """
     mapping = require_mapping(mapping, "config")
     if total_steps is not None and (isinstance(total_steps, bool)
                                     or not isinstance(total_steps, int) or total_steps < 1):
         raise fail("total_steps", "must be a positive integer", total_steps)
-    lr = augment = resolution = score_scale = None
-    if mapping.get("lr") is not None:
-        lr = _need_total(lr_from_config(mapping["lr"], "lr", total_steps), "lr", total_steps)
-    if mapping.get("augment") is not None:
-        augment = _need_total(magnitude_from_config(mapping["augment"], "augment",
-                                                    total_steps), "augment", total_steps)
-    if mapping.get("resolution") is not None:
-        resolution = _need_total(
-            resolution_from_config(mapping["resolution"], "resolution", total_steps,
-                                   getattr(lr, "warmup_steps", None)),
-            "resolution", total_steps)
-    if mapping.get("score_scale") is not None:
-        score_scale = as_float(mapping["score_scale"], "score_scale", minimum=0.0,
-                               maximum=1.0, min_exclusive=True)
-    return Schedules(resolution, augment, lr, score_scale)
-
-
-def _need_total(schedule: Any, path: str, total_steps: int | None) -> Any:
-    if total_steps is None and schedule.needs_total_steps:
-        raise fail(join(path, "type"), f"{_KIND[type(schedule)]} follows the fraction of training and "
-                   "needs total_steps (give the loader a length or set total_steps)")
-    return schedule
+    problems: list[str] = []
+    values = _SECTION.read({k: mapping[k] for k in SCHEDULE_KEYS if k in mapping}, "",
+                           problems)
+    schedule_problems(values, total_steps, problems)
+    raise_problems(problems)
+    return make_schedules(values, total_steps)
 
 
 __all__ = [
-    "SCHEDULE_KEYS", "Schedules", "parse_schedules",
+    "SCHEDULE_KEYS", "SCHEDULE_FIELDS", "Schedules", "parse_schedules", "schedule_problems",
+    "make_schedules", "RESOLUTION", "AUGMENT", "LR",
     "ConstantResolution", "ProgressiveResolution", "SuperProgressiveResolution",
     "resolution_grid", "progressive_resolution", "super_progressive_resolution",
     "distinct_resolutions", "score_resolution", "resolution_from_config",

@@ -24,6 +24,7 @@ import torch
 
 from smartloader.augment import resize_batch
 from smartloader.schedules import Schedules
+from smartloader.schedules.magnitude import STANDARD_MAGNITUDE
 from smartloader.schedules.resolution import score_resolution as _scaled
 from smartloader.common.shared_value import SharedValue
 
@@ -32,8 +33,8 @@ from smartloader.common.batch import replace_field
 __all__ = ["ScheduleApplier", "replace_field"]
 
 #: Magnitude ``loader.magnitude`` holds when no ``augment`` schedule is configured
-#: (5 = the standard strength of the augment ops).
-DEFAULT_MAGNITUDE = 5.0
+#: (the standard strength of the augment ops).
+DEFAULT_MAGNITUDE = STANDARD_MAGNITUDE
 
 
 class ScheduleApplier:

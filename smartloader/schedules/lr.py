@@ -17,19 +17,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from smartloader.common.readers import (as_float, as_int, as_str, check_keys, fail, join,
-                                        require_mapping)
 from smartloader.common.progress import Progress
+from smartloader.common.readers import join
+from smartloader.common.spec import REQUIRED, Field, Section, Typed, raise_problems, valid
 from smartloader.schedules._axis import resolve
+
+_HIGH = Field("momentum_high", "float", 0.95, minimum=0.0, maximum=1.0, max_exclusive=True,
+              doc="momentum (or Adam's beta1) at the start and the end")
+_LOW = Field("momentum_low", "float", 0.85, minimum=0.0, maximum=1.0, max_exclusive=True,
+             doc="momentum at the learning-rate peak (<= momentum_high)")
+_BASE_BATCH = Field("base_batch_size", "int", 256, minimum=1,
+                    doc="the batch size base_lr is meant for")
+_DECAY = Field("decay", "str", "none", choices=("none", "cosine"),
+               doc="after the warm-up: constant, or a cosine to 0 at total_steps")
 
 
 def f1_clr(step: int, total_steps: int, max_lr: float, warmup_steps: int,
-           momentum_high: float = 0.95, momentum_low: float = 0.85) -> tuple[float, float]:
+           momentum_high: float = _HIGH.default,
+           momentum_low: float = _LOW.default) -> tuple[float, float]:
     """``(lr, momentum)`` at ``step`` by thesis Eq. 3.8 (``t`` = step, ``L`` = total_steps)::
 
         lr_t = max_lr - max_lr/2 (cos(pi t / t_w) + 1)              t < t_w
@@ -57,7 +67,7 @@ def f1_clr(step: int, total_steps: int, max_lr: float, warmup_steps: int,
 
 def linear_scaling_lr(step: int, base_lr: float, base_batch_size: int, batch_size: int,
                       warmup_steps: int, warmup_start_lr: float | None = None,
-                      decay: str = "none", total_steps: int | None = None) -> float:
+                      decay: str = _DECAY.default, total_steps: int | None = None) -> float:
     """Linear scaling rule with gradual warm-up (Goyal et al. 2017).
 
     Target ``lr = base_lr * batch_size / base_batch_size``; during the first
@@ -123,8 +133,8 @@ class F1CLRScheduler(_ClosedFormScheduler):
     """:func:`f1_clr` as a torch scheduler; call ``step()`` after every optimizer step."""
 
     def __init__(self, optimizer: Optimizer, total_steps: int, max_lr: float,
-                 warmup_steps: int, momentum_high: float = 0.95,
-                 momentum_low: float = 0.85, last_epoch: int = -1) -> None:
+                 warmup_steps: int, momentum_high: float = _HIGH.default,
+                 momentum_low: float = _LOW.default, last_epoch: int = -1) -> None:
         self.total_steps, self.max_lr, self.warmup_steps = total_steps, max_lr, warmup_steps
         self.momentum_high, self.momentum_low = momentum_high, momentum_low
         f1_clr(0, total_steps, max_lr, warmup_steps)  # validate before touching optimizer
@@ -141,7 +151,7 @@ class LinearScalingScheduler(_ClosedFormScheduler):
 
     def __init__(self, optimizer: Optimizer, base_lr: float, base_batch_size: int,
                  batch_size: int, warmup_steps: int, warmup_start_lr: float | None = None,
-                 decay: str = "none", total_steps: int | None = None,
+                 decay: str = _DECAY.default, total_steps: int | None = None,
                  momentum: float | None = None, last_epoch: int = -1) -> None:
         self.base_lr, self.base_batch_size, self.batch_size = base_lr, base_batch_size, batch_size
         self.warmup_steps, self.warmup_start_lr = warmup_steps, warmup_start_lr
@@ -163,8 +173,8 @@ class F1CLRSchedule:
 
     max_lr: float
     warmup_steps: int
-    momentum_high: float = 0.95
-    momentum_low: float = 0.85
+    momentum_high: float = _HIGH.default
+    momentum_low: float = _LOW.default
     total_steps: int | None = None
 
     needs_total_steps = True
@@ -187,26 +197,6 @@ class F1CLRSchedule:
         return F1CLRScheduler(optimizer, total, self.max_lr, self.warmup_steps,
                               self.momentum_high, self.momentum_low)
 
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "lr",
-                    total_steps: int | None = None) -> "F1CLRSchedule":
-        check_keys(mapping, ("type", "max_lr", "warmup_steps", "momentum_high",
-                             "momentum_low"), path)
-        _require(mapping, ("max_lr", "warmup_steps"), path)
-        max_lr = as_float(mapping["max_lr"], join(path, "max_lr"), minimum=0.0,
-                          min_exclusive=True)
-        warmup = as_int(mapping["warmup_steps"], join(path, "warmup_steps"), minimum=0)
-        if total_steps is not None and warmup >= total_steps:
-            raise fail(join(path, "warmup_steps"), f"must be < total_steps ({total_steps})",
-                       warmup)
-        high = as_float(mapping.get("momentum_high", 0.95), join(path, "momentum_high"),
-                        minimum=0.0, maximum=1.0, max_exclusive=True)
-        low = as_float(mapping.get("momentum_low", 0.85), join(path, "momentum_low"),
-                       minimum=0.0, maximum=1.0, max_exclusive=True)
-        if low > high:
-            raise fail(join(path, "momentum_low"), f"must be <= momentum_high ({high})", low)
-        return cls(max_lr, warmup, high, low, total_steps)
-
 
 @dataclass(frozen=True)
 class LinearScalingSchedule:
@@ -215,9 +205,9 @@ class LinearScalingSchedule:
     base_lr: float
     batch_size: int
     warmup_steps: int
-    base_batch_size: int = 256
+    base_batch_size: int = _BASE_BATCH.default
     warmup_start_lr: float | None = None
-    decay: str = "none"
+    decay: str = _DECAY.default
     momentum_value: float | None = None
     total_steps: int | None = None
 
@@ -241,49 +231,82 @@ class LinearScalingSchedule:
                                       self.warmup_start_lr, self.decay,
                                       total_steps or self.total_steps, self.momentum_value)
 
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "lr",
-                    total_steps: int | None = None) -> "LinearScalingSchedule":
-        check_keys(mapping, ("type", "base_lr", "base_batch_size", "batch_size",
-                             "warmup_steps", "warmup_start_lr", "decay", "momentum"), path)
-        _require(mapping, ("base_lr", "batch_size", "warmup_steps"), path)
-        base_lr = as_float(mapping["base_lr"], join(path, "base_lr"), minimum=0.0,
-                           min_exclusive=True)
-        batch = as_int(mapping["batch_size"], join(path, "batch_size"), minimum=1)
-        base_batch = as_int(mapping.get("base_batch_size", 256),
-                            join(path, "base_batch_size"), minimum=1)
-        warmup = as_int(mapping["warmup_steps"], join(path, "warmup_steps"), minimum=0)
-        start = mapping.get("warmup_start_lr")
-        if start is not None:
-            start = as_float(start, join(path, "warmup_start_lr"), minimum=0.0)
-        decay = as_str(mapping.get("decay", "none"), join(path, "decay"),
-                       choices=("none", "cosine"))
-        if decay == "cosine" and total_steps is not None and warmup >= total_steps:
-            raise fail(join(path, "warmup_steps"), f"must be < total_steps ({total_steps})",
-                       warmup)
-        momentum = mapping.get("momentum")
-        if momentum is not None:
-            momentum = as_float(momentum, join(path, "momentum"), minimum=0.0, maximum=1.0,
-                                max_exclusive=True)
-        return cls(base_lr, batch, warmup, base_batch, start, decay, momentum, total_steps)
-
-
-def _require(mapping: Mapping[str, Any], keys: tuple[str, ...], path: str) -> None:
-    for key in keys:
-        if key not in mapping:
-            raise fail(join(path, key), f"required for type {mapping['type']}")
-
 
 LR_TYPES = {"f1_clr": F1CLRSchedule, "linear_scaling": LinearScalingSchedule}
 
 LRSchedule = F1CLRSchedule | LinearScalingSchedule
 
 
+# ------------------------------------------------------------------------------ spec
+
+def _low_le_high(v: dict, given: Any, path: str, problems: list) -> None:
+    if valid(v, "momentum_low", "momentum_high") and v["momentum_low"] > v["momentum_high"]:
+        problems.append(f"{join(path, 'momentum_low')}: must be <= momentum_high "
+                        f"({v['momentum_high']}), got {v['momentum_low']!r}")
+
+
+def _warmup(doc: str) -> Field:
+    return Field("warmup_steps", "int", REQUIRED, minimum=0, doc=doc)
+
+
+#: The ``lr:`` section (``loader.lr_scheduler(optimizer)`` builds a torch scheduler from it).
+LR = Typed("lr", (
+    ("f1_clr", Section("f1_clr", (
+        Field("max_lr", "float", REQUIRED, minimum=0.0, min_exclusive=True,
+              doc="peak learning rate, reached at the end of the warm-up"),
+        _warmup("fixed cosine warm-up from 0 to max_lr, in steps (< total_steps)"),
+        _HIGH, _LOW), checks=(_low_le_high,), required_message="required for type f1_clr")),
+    ("linear_scaling", Section("linear_scaling", (
+        Field("base_lr", "float", REQUIRED, minimum=0.0, min_exclusive=True,
+              doc="learning rate that works at base_batch_size"),
+        _BASE_BATCH,
+        Field("batch_size", "int", REQUIRED, minimum=1,
+              doc="your global batch size: target lr = base_lr x batch_size / base_batch_size"),
+        _warmup("linear per-step ramp to the target lr, in steps"),
+        Field("warmup_start_lr", "float", None, minimum=0.0, nullable=True,
+              default_doc="`min(base_lr, target)`", doc="learning rate the ramp starts from"),
+        _DECAY,
+        Field("momentum", "float", None, minimum=0.0, maximum=1.0, max_exclusive=True,
+              nullable=True, doc="constant momentum / beta1 to set; null leaves the optimizer's"),
+    ), required_message="required for type linear_scaling")),
+), doc="learning-rate (and momentum) schedule",
+    type_doc="`f1_clr`: the thesis' fixed 1-cycle (Eq. 3.8); `linear_scaling`: Goyal et al.'s "
+             "linear scaling rule with gradual warm-up")
+
+
+def _needs_total(v: Any) -> bool:
+    return v["type"] == "f1_clr" or v["decay"] == "cosine"
+
+
+def lr_problems(v: dict, path: str, total_steps: int | None, problems: list[str]) -> None:
+    """Relations of a read ``lr`` section with ``total_steps``."""
+    if total_steps is None:
+        if _needs_total(v):
+            problems.append(f"{join(path, 'type')}: {v['type']} follows the fraction of "
+                            f"training and needs total_steps (give the loader a length or set "
+                            f"total_steps)")
+    elif _needs_total(v) and v["warmup_steps"] >= total_steps:
+        problems.append(f"{join(path, 'warmup_steps')}: must be < total_steps ({total_steps}), "
+                        f"got {v['warmup_steps']!r}")
+
+
+def make_lr(v: Any, total_steps: int | None = None) -> LRSchedule:
+    """The schedule of a read ``lr`` section (its problems already reported)."""
+    if v["type"] == "f1_clr":
+        return F1CLRSchedule(v["max_lr"], v["warmup_steps"], v["momentum_high"],
+                             v["momentum_low"], total_steps)
+    return LinearScalingSchedule(v["base_lr"], v["batch_size"], v["warmup_steps"],
+                                 v["base_batch_size"], v["warmup_start_lr"], v["decay"],
+                                 v["momentum"], total_steps)
+
+
 def lr_from_config(value: Any, path: str = "lr",
                    total_steps: int | None = None) -> LRSchedule:
-    """Build a learning-rate schedule from its YAML mapping (``type`` picks the class)."""
-    mapping = require_mapping(value, path)
-    if "type" not in mapping:
-        raise fail(join(path, "type"), f"required (one of {', '.join(LR_TYPES)})")
-    kind = as_str(mapping["type"], join(path, "type"), choices=LR_TYPES)
-    return LR_TYPES[kind].from_config(mapping, path, total_steps)
+    """Build a learning-rate schedule from its YAML mapping (``type`` picks the class); every
+    problem is reported at once."""
+    problems: list[str] = []
+    v = LR.read(value, path, problems)
+    if not problems:
+        lr_problems(v, path, total_steps, problems)
+    raise_problems(problems)
+    return make_lr(v, total_steps)

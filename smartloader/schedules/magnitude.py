@@ -9,15 +9,17 @@ augmentation, so strength follows resolution.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from smartloader.common.readers import (as_float, as_list, as_str, check_keys, fail, join,
-                                        require_mapping)
 from smartloader.common.progress import Progress
+from smartloader.common.readers import as_float, as_list, fail, join
+from smartloader.common.spec import REQUIRED, Field, Section, Typed, raise_problems, valid
 from smartloader.schedules._axis import fraction, ramp, resolve
 
 #: Largest magnitude the augment ops define (their strongest setting).
 MAX_MAGNITUDE = 10.0
+#: The standard strength of the recipe (what ``loader.magnitude`` holds without a schedule).
+STANDARD_MAGNITUDE = 5.0
 
 
 def linear_magnitude(step: int, total_steps: int, minimum: float, maximum: float,
@@ -53,7 +55,7 @@ def piecewise_magnitude(step: int, total_steps: int,
 class ConstantMagnitude:
     """``m = value`` throughout (default recipe: 5, the standard strength)."""
 
-    value: float = 5.0
+    value: float = STANDARD_MAGNITUDE
 
     needs_total_steps = False
 
@@ -64,14 +66,6 @@ class ConstantMagnitude:
     def __call__(self, progress_or_step: Progress | int) -> float:
         resolve(progress_or_step, None, needs_total=False)
         return self.value
-
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "augment",
-                    total_steps: int | None = None) -> "ConstantMagnitude":
-        check_keys(mapping, ("type", "value"), path)
-        if "value" not in mapping:
-            raise fail(join(path, "value"), "required for type constant")
-        return cls(_magnitude(mapping["value"], join(path, "value")))
 
 
 @dataclass(frozen=True)
@@ -98,25 +92,6 @@ class LinearMagnitude:
         return linear_magnitude(step, total, self.minimum, self.maximum, self.start,
                                 self.end)
 
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "augment",
-                    total_steps: int | None = None) -> "LinearMagnitude":
-        check_keys(mapping, ("type", "min", "max", "start", "end"), path)
-        for key in ("min", "max"):
-            if key not in mapping:
-                raise fail(join(path, key), "required for type linear")
-        lo = _magnitude(mapping["min"], join(path, "min"))
-        hi = _magnitude(mapping["max"], join(path, "max"))
-        if lo > hi:
-            raise fail(join(path, "min"), f"must be <= max ({hi}); use type piecewise for "
-                       "a falling magnitude", lo)
-        start = as_float(mapping.get("start", 0.0), join(path, "start"),
-                         minimum=0.0, maximum=1.0)
-        end = as_float(mapping.get("end", 1.0), join(path, "end"), minimum=0.0, maximum=1.0)
-        if start >= end:
-            raise fail(join(path, "start"), f"must be < end ({end})", start)
-        return cls(lo, hi, start, end, total_steps)
-
 
 @dataclass(frozen=True)
 class PiecewiseMagnitude:
@@ -140,32 +115,6 @@ class PiecewiseMagnitude:
         step, total = resolve(progress_or_step, self.total_steps)
         return piecewise_magnitude(step, total, self.points)
 
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "augment",
-                    total_steps: int | None = None) -> "PiecewiseMagnitude":
-        check_keys(mapping, ("type", "points"), path)
-        if "points" not in mapping:
-            raise fail(join(path, "points"), "required for type piecewise")
-        raw = as_list(mapping["points"], join(path, "points"))
-        if not raw:
-            raise fail(join(path, "points"), "must not be empty")
-        points = []
-        for i, item in enumerate(raw):
-            p = join(join(path, "points"), i)
-            item = as_list(item, p)
-            if len(item) != 2:
-                raise fail(p, "must be [fraction, value]", item)
-            f = as_float(item[0], join(p, 0), minimum=0.0, maximum=1.0)
-            if points and f <= points[-1][0]:
-                raise fail(join(p, 0), f"fractions must increase strictly (previous "
-                           f"{points[-1][0]})", f)
-            points.append((f, _magnitude(item[1], join(p, 1))))
-        return cls(tuple(points), total_steps)
-
-
-def _magnitude(value: Any, path: str) -> float:
-    return as_float(value, path, minimum=0.0, maximum=MAX_MAGNITUDE)
-
 
 MAGNITUDE_TYPES = {
     "constant": ConstantMagnitude,
@@ -176,11 +125,89 @@ MAGNITUDE_TYPES = {
 MagnitudeSchedule = ConstantMagnitude | LinearMagnitude | PiecewiseMagnitude
 
 
+# ------------------------------------------------------------------------------ spec
+
+def _magnitude(value: Any, path: str) -> float:
+    return as_float(value, path, minimum=0.0, maximum=MAX_MAGNITUDE)
+
+
+def _points(raw: Any, path: str) -> tuple[tuple[float, float], ...]:
+    items = as_list(raw, path)
+    if not items:
+        raise fail(path, "must not be empty")
+    points: list[tuple[float, float]] = []
+    for i, item in enumerate(items):
+        p = join(path, i)
+        item = as_list(item, p)
+        if len(item) != 2:
+            raise fail(p, "must be [fraction, value]", item)
+        f = as_float(item[0], join(p, 0), minimum=0.0, maximum=1.0)
+        if points and f <= points[-1][0]:
+            raise fail(join(p, 0), f"fractions must increase strictly (previous "
+                       f"{points[-1][0]})", f)
+        points.append((f, _magnitude(item[1], join(p, 1))))
+    return tuple(points)
+
+
+def _min_le_max(v: dict, given: Any, path: str, problems: list) -> None:
+    if valid(v, "min", "max") and v["min"] > v["max"]:
+        problems.append(f"{join(path, 'min')}: must be <= max ({v['max']}); use type "
+                        f"piecewise for a falling magnitude, got {v['min']!r}")
+
+
+def _start_lt_end(v: dict, given: Any, path: str, problems: list) -> None:
+    if valid(v, "start", "end") and v["start"] >= v["end"]:
+        problems.append(f"{join(path, 'start')}: must be < end ({v['end']}), got "
+                        f"{v['start']!r}")
+
+
+def _m(name: str, doc: str) -> Field:
+    return Field(name, "float", REQUIRED, minimum=0.0, maximum=MAX_MAGNITUDE, doc=doc)
+
+
+#: The ``augment:`` section: magnitude m on 0..10, 5 = the recipe's standard strength.
+AUGMENT = Typed("augment", (
+    ("constant", Section("constant", (_m("value", "magnitude throughout"),),
+                         required_message="required for type constant")),
+    ("linear", Section("linear", (
+        _m("min", "starting magnitude (thesis: 4)"), _m("max", "final magnitude (thesis: 6)"),
+        Field("start", "float", 0.0, minimum=0.0, maximum=1.0,
+              doc="fraction of training where the ramp begins"),
+        Field("end", "float", 1.0, minimum=0.0, maximum=1.0,
+              doc="fraction of training where max is reached")),
+        checks=(_min_le_max, _start_lt_end), required_message="required for type linear")),
+    ("piecewise", Section("piecewise", (
+        Field("points", "any", REQUIRED, parse=_points, type_doc="list of [fraction, value]",
+              doc="linear through these points, fractions strictly increasing in [0, 1]"),),
+        required_message="required for type piecewise")),
+), doc="augmentation-magnitude schedule, read by the augment ops through loader.magnitude",
+    type_doc="`constant`; `linear`: min to max; `piecewise`: through points")
+
+
+def magnitude_problems(v: dict, path: str, total_steps: int | None,
+                       problems: list[str]) -> None:
+    """Relations of a read ``augment`` section with ``total_steps``."""
+    if v["type"] != "constant" and total_steps is None:
+        problems.append(f"{join(path, 'type')}: {v['type']} follows the fraction of training "
+                        f"and needs total_steps (give the loader a length or set total_steps)")
+
+
+def make_magnitude(v: Any, total_steps: int | None = None) -> MagnitudeSchedule:
+    """The schedule of a read ``augment`` section (its problems already reported)."""
+    if v["type"] == "constant":
+        return ConstantMagnitude(v["value"])
+    if v["type"] == "linear":
+        return LinearMagnitude(v["min"], v["max"], v["start"], v["end"], total_steps)
+    return PiecewiseMagnitude(tuple(v["points"]), total_steps)
+
+
 def magnitude_from_config(value: Any, path: str = "augment",
                           total_steps: int | None = None) -> MagnitudeSchedule:
-    """Build a magnitude schedule from its YAML mapping (``type`` picks the class)."""
-    mapping = require_mapping(value, path)
-    if "type" not in mapping:
-        raise fail(join(path, "type"), f"required (one of {', '.join(MAGNITUDE_TYPES)})")
-    kind = as_str(mapping["type"], join(path, "type"), choices=MAGNITUDE_TYPES)
-    return MAGNITUDE_TYPES[kind].from_config(mapping, path, total_steps)
+    """Build a magnitude schedule from its YAML mapping (``type`` picks the class); every
+    problem is reported at once."""
+    problems: list[str] = []
+    v = AUGMENT.read(value, path, problems)
+    if not problems:
+        magnitude_problems(v, path, total_steps, problems)
+    raise_problems(problems)
+    return make_magnitude(v, total_steps)

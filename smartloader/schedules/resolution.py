@@ -1,4 +1,4 @@
-"""Training-resolution schedules (thesis Ch. 3.3.2, ``ALGORITHMS.md`` §3).
+"""Training-resolution schedules (thesis Ch. 3.3.2, super progressive learning).
 
 Pure functions of ``(step, total_steps)`` plus one small frozen class per schedule, built
 from the ``resolution:`` YAML section. Resolutions are square side lengths in pixels.
@@ -16,15 +16,17 @@ multiple of 32 keeps feature maps integral and limits the number of distinct inp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from smartloader.common.readers import (as_float, as_int, as_str, check_keys, fail, join,
-                                        require_mapping)
 from smartloader.common.progress import Progress
+from smartloader.common.readers import as_int, join
+from smartloader.common.spec import REQUIRED, Field, Section, Typed, raise_problems, valid
 from smartloader.schedules._axis import ramp, resolve
 
+_INCREMENT = Field("increment", "int", 32, minimum=1,
+                   doc="stage spacing in px (multiples of 32 suit 5 stride-2 stages)")
 #: Default snapping increment in pixels (5 stride-2 stages in a ResNet: 2**5 = 32).
-DEFAULT_INCREMENT = 32
+DEFAULT_INCREMENT = _INCREMENT.default
 
 
 def resolution_grid(minimum: int, maximum: int, increment: int = DEFAULT_INCREMENT) -> list[int]:
@@ -122,28 +124,6 @@ class ConstantResolution:
         resolve(progress_or_step, None, needs_total=False)
         return self.value
 
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "resolution",
-                    total_steps: int | None = None) -> "ConstantResolution":
-        check_keys(mapping, ("type", "value"), path)
-        if "value" not in mapping:
-            raise fail(join(path, "value"), "required for type constant")
-        return cls(as_int(mapping["value"], join(path, "value"), minimum=1))
-
-
-def _min_max_increment(mapping: Mapping[str, Any], path: str) -> tuple[int, int, int]:
-    for key in ("min", "max"):
-        if key not in mapping:
-            raise fail(join(path, key), f"required for type {mapping['type']}")
-    lo = as_int(mapping["min"], join(path, "min"), minimum=1)
-    hi = as_int(mapping["max"], join(path, "max"), minimum=1)
-    if lo > hi:
-        raise fail(join(path, "min"), f"must be <= max ({hi})", lo)
-    inc = as_int(mapping.get("increment", DEFAULT_INCREMENT), join(path, "increment"),
-                 minimum=1)
-    return lo, hi, inc
-
-
 @dataclass(frozen=True)
 class ProgressiveResolution:
     """:func:`progressive_resolution` with its parameters; ``start``/``end`` default to
@@ -167,19 +147,6 @@ class ProgressiveResolution:
         step, total = resolve(progress_or_step, self.total_steps)
         return progressive_resolution(step, total, self.minimum, self.maximum,
                                       self.start, self.end, self.increment)
-
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "resolution",
-                    total_steps: int | None = None) -> "ProgressiveResolution":
-        check_keys(mapping, ("type", "min", "max", "start", "end", "increment"), path)
-        lo, hi, inc = _min_max_increment(mapping, path)
-        start = as_float(mapping.get("start", 0.0), join(path, "start"),
-                         minimum=0.0, maximum=1.0)
-        end = as_float(mapping.get("end", 1.0), join(path, "end"), minimum=0.0, maximum=1.0)
-        if start >= end:
-            raise fail(join(path, "start"), f"must be < end ({end})", start)
-        return cls(lo, hi, start, end, inc, total_steps)
-
 
 @dataclass(frozen=True)
 class SuperProgressiveResolution:
@@ -214,34 +181,6 @@ class SuperProgressiveResolution:
         return super_progressive_resolution(step, total, self.minimum, self.maximum,
                                             self.warmup_for(total), self.increment)
 
-    @classmethod
-    def from_config(cls, mapping: Mapping[str, Any], path: str = "resolution",
-                    total_steps: int | None = None,
-                    default_warmup_steps: int | None = None) -> "SuperProgressiveResolution":
-        """``default_warmup_steps`` (the learning-rate warm-up) is used when neither warm-up
-        key is given."""
-        check_keys(mapping, ("type", "min", "max", "warmup_steps", "warmup_fraction",
-                             "increment"), path)
-        lo, hi, inc = _min_max_increment(mapping, path)
-        if "warmup_steps" in mapping and "warmup_fraction" in mapping:
-            raise fail(join(path, "warmup_fraction"), "give warmup_steps or "
-                       "warmup_fraction, not both")
-        steps = frac = None
-        if "warmup_steps" in mapping:
-            steps = as_int(mapping["warmup_steps"], join(path, "warmup_steps"), minimum=0)
-            if total_steps is not None and steps >= total_steps:
-                raise fail(join(path, "warmup_steps"),
-                           f"must be < total_steps ({total_steps})", steps)
-        elif "warmup_fraction" in mapping:
-            frac = as_float(mapping["warmup_fraction"], join(path, "warmup_fraction"),
-                            minimum=0.0, maximum=1.0, max_exclusive=True)
-        elif default_warmup_steps is not None:
-            steps = default_warmup_steps
-        else:
-            raise fail(join(path, "warmup_steps"), "required (or warmup_fraction) for "
-                       "type super_progressive when lr has no warmup_steps")
-        return cls(lo, hi, steps, frac, inc, total_steps)
-
 
 RESOLUTION_TYPES = {
     "constant": ConstantResolution,
@@ -252,20 +191,103 @@ RESOLUTION_TYPES = {
 ResolutionSchedule = ConstantResolution | ProgressiveResolution | SuperProgressiveResolution
 
 
+# ------------------------------------------------------------------------------ spec
+
+def _min_le_max(v: dict, given: Any, path: str, problems: list) -> None:
+    if valid(v, "min", "max") and v["min"] > v["max"]:
+        problems.append(f"{join(path, 'min')}: must be <= max ({v['max']}), got {v['min']!r}")
+
+
+def _start_lt_end(v: dict, given: Any, path: str, problems: list) -> None:
+    if valid(v, "start", "end") and v["start"] >= v["end"]:
+        problems.append(f"{join(path, 'start')}: must be < end ({v['end']}), got "
+                        f"{v['start']!r}")
+
+
+def _one_warmup(v: dict, given: Any, path: str, problems: list) -> None:
+    if "warmup_steps" in given and "warmup_fraction" in given:
+        problems.append(f"{join(path, 'warmup_fraction')}: give warmup_steps or "
+                        f"warmup_fraction, not both")
+
+
+def _px(name: str, doc: str) -> Field:
+    return Field(name, "int", REQUIRED, minimum=1, doc=doc)
+
+
+def _bare_int(raw: Any, path: str) -> Any:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return {"type": "constant", "value": as_int(raw, path, minimum=1)}
+    return raw
+
+
+_START = Field("start", "float", 0.0, minimum=0.0, maximum=1.0,
+               doc="fraction of training where the ramp begins")
+_END = Field("end", "float", 1.0, minimum=0.0, maximum=1.0,
+             doc="fraction of training where max is reached")
+#: The ``resolution:`` section (a bare integer N is ``{type: constant, value: N}``).
+RESOLUTION = Typed("resolution", (
+    ("constant", Section("constant", (_px("value", "training resolution (px) throughout"),),
+                         required_message="required for type constant")),
+    ("progressive", Section("progressive", (
+        _px("min", "starting resolution (px)"), _px("max", "final (full) resolution (px)"),
+        _START, _END, _INCREMENT), checks=(_min_le_max, _start_lt_end),
+        required_message="required for type progressive")),
+    ("super_progressive", Section("super_progressive", (
+        _px("min", "resolution (px) right after the warm-up"),
+        _px("max", "full resolution (px), also during the warm-up"),
+        Field("warmup_steps", "int", None, minimum=0, default_doc="`lr.warmup_steps`",
+              doc="warm-up at full resolution, in steps (< total_steps)"),
+        Field("warmup_fraction", "float", None, minimum=0.0, maximum=1.0, max_exclusive=True,
+              default_doc="-", doc="the warm-up as a fraction of total_steps, instead"),
+        _INCREMENT), checks=(_min_le_max, _one_warmup),
+        required_message="required for type super_progressive")),
+), doc="training-resolution schedule (square side in px)",
+    type_doc="`constant`; `progressive`: min to max in equal stages; `super_progressive`: max "
+             "during the lr warm-up, then min rising to max", shorthand=_bare_int)
+
+
+def resolution_problems(v: dict, path: str, total_steps: int | None,
+                        default_warmup_steps: Any, problems: list[str]) -> None:
+    """Relations of a read ``resolution`` section with ``total_steps`` and the lr warm-up
+    (``default_warmup_steps``; INVALID when the lr section could not be read)."""
+    kind = v["type"]
+    if kind == "super_progressive":
+        steps = v["warmup_steps"]
+        if valid(v, "warmup_steps") and steps is not None and total_steps is not None \
+                and steps >= total_steps:
+            problems.append(f"{join(path, 'warmup_steps')}: must be < total_steps "
+                            f"({total_steps}), got {steps!r}")
+        if steps is None and v["warmup_fraction"] is None and default_warmup_steps is None:
+            problems.append(f"{join(path, 'warmup_steps')}: required (or warmup_fraction) for "
+                            f"type super_progressive when lr has no warmup_steps")
+    if kind != "constant" and total_steps is None:
+        problems.append(f"{join(path, 'type')}: {kind} follows the fraction of training and "
+                        f"needs total_steps (give the loader a length or set total_steps)")
+
+
+def make_resolution(v: Any, total_steps: int | None = None,
+                    default_warmup_steps: int | None = None) -> ResolutionSchedule:
+    """The schedule of a read ``resolution`` section (its problems already reported)."""
+    if v["type"] == "constant":
+        return ConstantResolution(v["value"])
+    if v["type"] == "progressive":
+        return ProgressiveResolution(v["min"], v["max"], v["start"], v["end"], v["increment"],
+                                     total_steps)
+    steps, frac = v["warmup_steps"], v["warmup_fraction"]
+    if steps is None and frac is None:
+        steps = default_warmup_steps
+    return SuperProgressiveResolution(v["min"], v["max"], steps, frac, v["increment"],
+                                      total_steps)
+
+
 def resolution_from_config(value: Any, path: str = "resolution",
                            total_steps: int | None = None,
                            default_warmup_steps: int | None = None) -> ResolutionSchedule:
-    """Build a resolution schedule from its YAML mapping (``type`` picks the class).
-
-    A bare integer is accepted as shorthand for ``{type: constant, value: N}``.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return ConstantResolution(as_int(value, path, minimum=1))
-    mapping = require_mapping(value, path)
-    if "type" not in mapping:
-        raise fail(join(path, "type"), f"required (one of {', '.join(RESOLUTION_TYPES)})")
-    kind = as_str(mapping["type"], join(path, "type"), choices=RESOLUTION_TYPES)
-    if kind == "super_progressive":
-        return SuperProgressiveResolution.from_config(mapping, path, total_steps,
-                                                      default_warmup_steps)
-    return RESOLUTION_TYPES[kind].from_config(mapping, path, total_steps)
+    """Build a resolution schedule from its YAML mapping (``type`` picks the class); every
+    problem is reported at once. A bare integer N is ``{type: constant, value: N}``."""
+    problems: list[str] = []
+    v = RESOLUTION.read(value, path, problems)
+    if not problems:
+        resolution_problems(v, path, total_steps, default_warmup_steps, problems)
+    raise_problems(problems)
+    return make_resolution(v, total_steps, default_warmup_steps)

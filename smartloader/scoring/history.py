@@ -1,4 +1,5 @@
-"""``{type: history, default: max, max_age: null}``: each sample's last known loss.
+"""``{type: history, default, max_age}`` (defaults: :data:`HISTORY`): each sample's last
+known loss.
 
 No model forward: a pool is scored with the loss each sample had the last time one was
 observed (Loshchilov & Hutter 2015, "Online batch selection"; Schaul et al. 2015 keep the same
@@ -17,10 +18,29 @@ from typing import Any, Mapping
 
 import torch
 
-from smartloader.common.readers import as_float, as_int, as_str, check_keys, fail, join
+from smartloader.common.readers import as_float, as_str, fail
+from smartloader.common.spec import Field, Section
 from smartloader.common.state import strict_keys
 
 _UNSEEN = -1
+
+
+def _default(raw: Any, path: str) -> str | float:
+    if isinstance(raw, str):
+        return as_str(raw, path, choices=["max", "mean"])
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return as_float(raw, path)
+    raise fail(path, "must be max, mean or a number", raw)
+
+
+#: ``{type: history, ...}``: the keys besides ``type``.
+HISTORY = Section("history", (
+    Field("default", "any", "max", parse=_default, type_doc="`max`, `mean` or number",
+          doc="score of a sample with no (or an expired) loss: the largest or mean known "
+              "loss, or this number"),
+    Field("max_age", "int", None, minimum=0, nullable=True,
+          doc="steps after which a stored loss counts as unknown; null = never"),
+), doc="each sample's last known loss, no forward; needs index_key")
 
 
 class HistoryScorer:
@@ -35,7 +55,8 @@ class HistoryScorer:
     ``observe`` stamps losses with the step of the latest :meth:`score` call.
     """
 
-    def __init__(self, default: str | float = "max", max_age: int | None = None) -> None:
+    def __init__(self, default: str | float = HISTORY.default("default"),
+                 max_age: int | None = HISTORY.default("max_age")) -> None:
         if isinstance(default, str) and default not in ("max", "mean"):
             raise ValueError(f"default must be 'max', 'mean' or a number, got {default!r}")
         if max_age is not None and max_age < 0:
@@ -135,16 +156,5 @@ class HistoryScorer:
         self._loss, self._seen, self._step = loss, seen, int(state["step"])
 
 
-def build_history_scorer(mapping: Mapping[str, Any], path: str) -> HistoryScorer:
-    check_keys(mapping, ["type", "default", "max_age"], path)
-    raw = mapping.get("default", "max")
-    if isinstance(raw, str):
-        default: str | float = as_str(raw, join(path, "default"), choices=["max", "mean"])
-    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        default = as_float(raw, join(path, "default"))
-    else:
-        raise fail(join(path, "default"), "must be max, mean or a number", raw)
-    max_age = mapping.get("max_age")
-    if max_age is not None:
-        max_age = as_int(max_age, join(path, "max_age"), minimum=0)
-    return HistoryScorer(default, max_age)
+def make_history_scorer(values: Mapping[str, Any]) -> HistoryScorer:
+    return HistoryScorer(values["default"], values["max_age"])

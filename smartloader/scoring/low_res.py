@@ -1,6 +1,6 @@
 """``{type: low_res_loss}``: score the pool with the live model at low resolution.
 
-This is the thesis' scorer (Ch. 4, ``../shared/ALGORITHMS.md`` §1, steps 2-3): the loss of a
+This is the thesis' scorer (Ch. 4, fast online minibatch selection): the loss of a
 no-grad forward of the pool downsampled to ``score_resolution``. The forward itself belongs to
 the loader (it owns the model handle, the resolution and the loss); this class only marks the
 choice, so :meth:`score` always answers ``None`` ("run the forward").
@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
-from smartloader.common.readers import check_keys
+from smartloader.common.spec import Section
 from smartloader.common.state import strict_keys
 
 
@@ -36,6 +36,9 @@ class LowResLossScorer:
         strict_keys(self, state, set())
 
 
-def build_low_res_scorer(mapping: Mapping[str, Any], path: str) -> LowResLossScorer:
-    check_keys(mapping, ["type"], path)
+#: ``{type: low_res_loss}`` has no other keys.
+LOW_RES = Section("low_res_loss", (), doc="the low-resolution forward of the live model")
+
+
+def make_low_res_scorer(values: Mapping[str, Any]) -> LowResLossScorer:
     return LowResLossScorer()

@@ -3,7 +3,7 @@
 Loss-based selection prefers high-loss samples, and a mislabelled sample keeps a high loss
 however long it is trained on, so selection draws it again and again. The thesis reports this
 as a known limitation (Ch. 4: Food-101, whose labels are noisy, gains only x1.3 instead of
-x1.4-1.7; ``../shared/ALGORITHMS.md`` §1). The guard is our addition, in the spirit of the
+x1.4-1.7). The guard is our addition, in the spirit of the
 small-loss criterion of Co-teaching (Han et al. 2018): a sample whose score is above the
 ``percentile`` (default 0.95) of its pool on ``patience`` (default 3) *consecutive*
 appearances is flagged, and while flagged its score is lowered to the pool median
@@ -21,12 +21,27 @@ from typing import Any, Mapping
 
 import torch
 
-from smartloader.common.readers import as_float, as_int, as_str, check_keys, join, require_mapping
+from smartloader.common.spec import Field, Section
 
-__all__ = ["flag_extreme", "NoisyLabelGuard", "build_noisy_guard"]
+__all__ = ["flag_extreme", "NoisyLabelGuard", "build_noisy_guard", "make_noisy_guard",
+           "NOISY_GUARD"]
+
+#: The ``noisy_guard:`` section.
+NOISY_GUARD = Section("noisy_guard", (
+    Field("percentile", "float", 0.95, minimum=0.0, maximum=1.0, min_exclusive=True,
+          max_exclusive=True,
+          doc="a score above this quantile of its pool counts as extreme"),
+    Field("patience", "int", 3, minimum=1,
+          doc="extreme appearances in a row (in pools) before a sample is flagged"),
+    Field("cap_to", "str", "median", choices=("median", "min"),
+          doc="a flagged sample's score is lowered to the pool's median (about the uniform "
+              "rate) or minimum (nearly never chosen)"),
+), doc="caps the scores of samples that stay extreme (likely mislabelled); needs index_key")
+_DEFAULT = {f.name: f.default for f in NOISY_GUARD.fields}
 
 
-def flag_extreme(losses: torch.Tensor, percentile: float = 0.95) -> torch.Tensor:
+def flag_extreme(losses: torch.Tensor,
+                 percentile: float = _DEFAULT["percentile"]) -> torch.Tensor:
     """``BoolTensor[n]``: losses strictly above the ``percentile`` quantile of ``losses``.
 
     The quantile interpolates linearly (``torch.quantile``); strict ``>`` means a pool of
@@ -52,8 +67,8 @@ class NoisyLabelGuard:
     flagged now; :attr:`last_capped` how many scores the last call lowered.
     """
 
-    def __init__(self, percentile: float = 0.95, patience: int = 3,
-                 cap_to: str = "median") -> None:
+    def __init__(self, percentile: float = _DEFAULT["percentile"],
+                 patience: int = _DEFAULT["patience"], cap_to: str = _DEFAULT["cap_to"]) -> None:
         if not 0.0 < percentile < 1.0:
             raise ValueError(f"percentile must be in (0, 1), got {percentile!r}")
         if patience < 1:
@@ -112,12 +127,12 @@ class NoisyLabelGuard:
         self._streak = torch.as_tensor(state["streak"], dtype=torch.int32).clone()
 
 
+def make_noisy_guard(values: Mapping[str, Any]) -> NoisyLabelGuard:
+    """The guard of a parsed :data:`NOISY_GUARD` section."""
+    return NoisyLabelGuard(values["percentile"], values["patience"], values["cap_to"])
+
+
 def build_noisy_guard(mapping: Any, path: str = "noisy_guard") -> NoisyLabelGuard:
-    """``{percentile: 0.95, patience: 3, cap_to: median}``; errors name the key path."""
-    m = require_mapping(mapping, path)
-    check_keys(m, ["percentile", "patience", "cap_to"], path)
-    percentile = as_float(m.get("percentile", 0.95), join(path, "percentile"), minimum=0.0,
-                          maximum=1.0, min_exclusive=True, max_exclusive=True)
-    patience = as_int(m.get("patience", 3), join(path, "patience"), minimum=1)
-    cap_to = as_str(m.get("cap_to", "median"), join(path, "cap_to"), choices=["median", "min"])
-    return NoisyLabelGuard(percentile, patience, cap_to)
+    """``{percentile, patience, cap_to}`` (defaults in :data:`NOISY_GUARD`); errors name the
+    key path."""
+    return make_noisy_guard(NOISY_GUARD.parse(mapping, path))

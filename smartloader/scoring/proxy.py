@@ -1,8 +1,8 @@
-"""``{type: proxy, features: [mean, std], lr: 0.01, refresh_every: 10, bank: 200}``.
+"""``{type: proxy, features, lr, refresh_every, bank, field}`` (keys and defaults: :data:`PROXY`).
 
-IMPON (Ganapathiraman et al. 2022, ``../shared/papers/impon-importance-sampling-online-
-regression.txt``, ``ALGORITHMS.md`` §5): instead of running the model to score a pool, an
-online *linear* regressor predicts each sample's loss from a context vector
+IMPON (Ganapathiraman et al. 2022, importance sampling with online regression): instead of
+running the model to score a pool, an online *linear* regressor predicts each sample's loss
+from a context vector
 ``c_i = [features(x_i); ||W||_F]`` (cheap statistics of the input plus the Frobenius norm of
 the model's weights, a snapshot of how far training is). It is fitted by SGD on true losses
 and its weights are reset every epoch (IMPON found that without the reset it overfits the
@@ -31,7 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from smartloader.common.readers import as_float, as_int, as_list, as_str, check_keys, fail, join
+from smartloader.common.readers import as_list, as_str, fail, join
+from smartloader.common.spec import Field, Section
 from smartloader.common.state import strict_keys
 
 
@@ -56,6 +57,30 @@ FEATURES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "edge": _edge,
 }
 """Per-sample input statistics, each ``Tensor[n, ...] -> Tensor[n]``, batched, no grad."""
+
+
+def _features(raw: Any, path: str) -> tuple[str, ...]:
+    names = as_list(raw, path)
+    if not names:
+        raise fail(path, "must name at least one feature")
+    return tuple(as_str(v, join(path, i), choices=FEATURES) for i, v in enumerate(names))
+
+
+#: ``{type: proxy, ...}``: the keys besides ``type``.
+PROXY = Section("proxy", (
+    Field("features", "any", ("mean", "std"), parse=_features, type_doc="list of strings",
+          bounds_doc=", ".join(f"`{f}`" for f in FEATURES),
+          doc="per-sample input statistics the regressor reads (with the weight norm)"),
+    Field("lr", "float", 0.01, minimum=0.0, min_exclusive=True,
+          doc="SGD step of the regressor, per standardised unit"),
+    Field("refresh_every", "int", 10, minimum=1,
+          doc="steps between scoring forwards that refit it on true losses"),
+    Field("bank", "int", 200, minimum=1,
+          doc="most recent (context, loss) pairs the regressor is fitted on"),
+    Field("field", "str", None, nullable=True,
+          doc="batch field the features are computed from; null = the input"),
+), doc="IMPON's online linear regressor predicts losses; a forward every refresh_every")
+_D = {f.name: f.default for f in PROXY.fields}
 
 
 def per_sample_features(x: torch.Tensor,
@@ -100,8 +125,9 @@ class ProxyScorer:
 
     needs_weight_norm = True
 
-    def __init__(self, features: Sequence[str] = ("mean", "std"), lr: float = 0.01,
-                 refresh_every: int = 10, bank: int = 200, field: str | None = None) -> None:
+    def __init__(self, features: Sequence[str] = _D["features"], lr: float = _D["lr"],
+                 refresh_every: int = _D["refresh_every"], bank: int = _D["bank"],
+                 field: str | None = _D["field"]) -> None:
         for name in features:
             if name not in FEATURES:
                 raise ValueError(f"unknown feature {name!r} (known: {', '.join(FEATURES)})")
@@ -252,17 +278,6 @@ class ProxyScorer:
         self._pool_ctx = self._pool_ids = None
 
 
-def build_proxy_scorer(mapping: Mapping[str, Any], path: str) -> ProxyScorer:
-    check_keys(mapping, ["type", "features", "lr", "refresh_every", "bank", "field"], path)
-    names = as_list(mapping.get("features", ["mean", "std"]), join(path, "features"))
-    if not names:
-        raise fail(join(path, "features"), "must name at least one feature")
-    features = [as_str(v, join(join(path, "features"), i), choices=FEATURES)
-                for i, v in enumerate(names)]
-    lr = as_float(mapping.get("lr", 0.01), join(path, "lr"), minimum=0.0, min_exclusive=True)
-    refresh = as_int(mapping.get("refresh_every", 10), join(path, "refresh_every"), minimum=1)
-    bank = as_int(mapping.get("bank", 200), join(path, "bank"), minimum=1)
-    field = mapping.get("field")
-    if field is not None:
-        field = as_str(field, join(path, "field"))
-    return ProxyScorer(features, lr, refresh, bank, field)
+def make_proxy_scorer(values: Mapping[str, Any]) -> ProxyScorer:
+    return ProxyScorer(list(values["features"]), values["lr"], values["refresh_every"],
+                       values["bank"], values["field"])

@@ -32,14 +32,15 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from smartloader.common.readers import as_str, fail, join, require_mapping
-from smartloader.scoring.history import HistoryScorer, build_history_scorer
-from smartloader.scoring.low_res import LowResLossScorer, build_low_res_scorer
-from smartloader.scoring.proxy import (FEATURES, ProxyScorer, build_proxy_scorer,
+from smartloader.common.spec import Typed
+from smartloader.scoring.history import HISTORY, HistoryScorer, make_history_scorer
+from smartloader.scoring.low_res import LOW_RES, LowResLossScorer, make_low_res_scorer
+from smartloader.scoring.proxy import (FEATURES, PROXY, ProxyScorer, make_proxy_scorer,
                                        model_weight_norm, per_sample_features)
 
 __all__ = [
-    "Scorer", "build_scorer", "SCORER_TYPES", "LowResLossScorer", "HistoryScorer", "ProxyScorer",
+    "Scorer", "build_scorer", "make_scorer", "SCORER", "SCORER_TYPES", "DEFAULT_SCORER",
+    "LowResLossScorer", "HistoryScorer", "ProxyScorer",
     "per_sample_features", "model_weight_norm", "FEATURES",
 ]
 
@@ -61,19 +62,28 @@ class Scorer(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
-_BUILDERS = {
-    "low_res_loss": build_low_res_scorer,
-    "history": build_history_scorer,
-    "proxy": build_proxy_scorer,
+_MAKE = {
+    "low_res_loss": make_low_res_scorer,
+    "history": make_history_scorer,
+    "proxy": make_proxy_scorer,
 }
-SCORER_TYPES = tuple(_BUILDERS)
+#: The ``scorer:`` section; ``type`` picks the scorer.
+SCORER = Typed("scorer", (("low_res_loss", LOW_RES), ("history", HISTORY), ("proxy", PROXY)),
+               doc="where a pool's scores come from",
+               type_doc="`low_res_loss`: the low-resolution forward; `history`: each sample's "
+                        "last known loss (needs index_key); `proxy`: IMPON's loss regressor",
+               required_message="is required (one of {choices})")
+SCORER_TYPES = tuple(SCORER.types)
+#: The scorer used when the config has none.
+DEFAULT_SCORER = "low_res_loss"
+
+
+def make_scorer(values: Mapping[str, Any] | None) -> Scorer:
+    """The scorer of a parsed :data:`SCORER` section (None: the default scorer)."""
+    return _MAKE[DEFAULT_SCORER if values is None else values["type"]](values)
 
 
 def build_scorer(mapping: Any, path: str = "scorer") -> Scorer:
     """Build a scorer from its YAML mapping (``{type: low_res_loss}``, ``{type: history}``,
     ``{type: proxy, ...}``); errors name the key path."""
-    m = require_mapping(mapping, path)
-    if "type" not in m:
-        raise fail(join(path, "type"), f"is required (one of {', '.join(SCORER_TYPES)})")
-    kind = as_str(m["type"], join(path, "type"), choices=SCORER_TYPES)
-    return _BUILDERS[kind](m, path)
+    return make_scorer(SCORER.parse(mapping, path))

@@ -15,34 +15,44 @@ import torch
 
 from smartloader.common import batch as B
 from smartloader.common.state import strict_keys
-from smartloader.scoring.noisy_guard import build_noisy_guard
+from smartloader.common.spec import Values
+from smartloader.scoring.noisy_guard import NOISY_GUARD, make_noisy_guard
 from smartloader.scoring.proxy import model_weight_norm
-from smartloader.scoring.scorers import build_scorer
+from smartloader.scoring.scorers import SCORER, make_scorer
 
 __all__ = ["ScoringStage", "key_path"]
 
 
 def key_path(raw: Any) -> tuple | None:
-    """A YAML key (``0``, ``"index"`` or a list of them) as a key path tuple."""
+    """A YAML key (``0``, ``"index"`` or a list of them; a tuple is already a key path) as
+    a key path tuple."""
     if raw is None:
         return None
-    return tuple(raw) if isinstance(raw, list) else (raw,)
+    return tuple(raw) if isinstance(raw, (list, tuple)) else (raw,)
+
+
+def _parsed(section: Any, spec: Any, path: str) -> Any:
+    # Config.strategies holds parsed Values; a plain mapping (written by hand) is read here.
+    if section is None or isinstance(section, Values):
+        return section
+    return spec.parse(section, path)
 
 
 class ScoringStage:
     """The configured scorer and noisy guard around the live model's scoring forward.
 
     Args:
-        strategies: the validated ``scorer`` / ``noisy_guard`` / ``index_key`` sections.
+        strategies: ``Config.strategies``: the parsed ``scorer`` / ``noisy_guard`` sections
+            and the ``index_key`` (plain mappings as written are read too).
         model: the live model (the proxy scorer reads its weight norm).
     """
 
     def __init__(self, strategies: Mapping[str, Any], model: torch.nn.Module) -> None:
         self._model = model
         self.index_key = key_path(strategies.get("index_key"))
-        self.scorer = build_scorer(strategies.get("scorer") or {"type": "low_res_loss"})
-        guard = strategies.get("noisy_guard")
-        self.guard = None if guard is None else build_noisy_guard(guard)
+        self.scorer = make_scorer(_parsed(strategies.get("scorer"), SCORER, "scorer"))
+        guard = _parsed(strategies.get("noisy_guard"), NOISY_GUARD, "noisy_guard")
+        self.guard = None if guard is None else make_noisy_guard(guard)
         self.forwards = 0          # scoring forwards run
         self.skipped = 0           # selection steps scored without a forward
         self._last: tuple | None = None   # (ids, inputs) of the last yielded batch

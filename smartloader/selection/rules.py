@@ -1,6 +1,6 @@
 """Selection rules: which ``k`` of the ``n`` pool samples to train on, given their scores.
 
-Every rule exists twice (``STYLE.md``): a pure function you can paste into your own loop, and
+Every rule exists twice: a pure function you can paste into your own loop, and
 a small class built from YAML by :func:`build_selector` that the loader calls through the
 :class:`Selector` protocol::
 
@@ -11,7 +11,7 @@ keep their pool order. All randomness comes from the ``generator`` passed in (th
 it and saves it); ``None`` falls back to torch's default generator and is meant for quick
 experiments only.
 
-Rules (``../shared/ALGORITHMS.md`` §1, §6):
+Rules:
 
 - ``uniform``: the baseline every benchmark compares against.
 - ``topk``: greedy, keep the ``k`` largest scores. The thesis' ablation (Ch. 4) shows it
@@ -27,16 +27,23 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 
+from smartloader.common.spec import Field, Section, Typed
 from smartloader.common.state import strict_keys
 from smartloader.selection.ranked import gumbel_top_k, ranked_log_weights, ranked_multinomial
-from smartloader.common.readers import (as_float, as_int, as_str, check_keys, fail, join,
-                                        require_mapping)
 
 __all__ = [
     "Selector", "uniform_select", "topk_select", "history_cdf", "selective_backprop_select",
     "UniformSelector", "TopKSelector", "RankedSelector", "SelectiveBackprop", "build_selector",
-    "SELECTOR_TYPES",
+    "make_selector", "SELECTOR_TYPES", "SELECTOR", "BETA", "WINDOW",
 ]
+
+#: The hardness exponent of the ranked and Selective-Backprop rules (the paper's 1.0).
+BETA = Field("beta", "float", 1.0, minimum=0.0,
+             doc="hardness: weight `P ** beta` of a sample at loss percentile `P`; 0 is "
+                 "uniform, larger is greedier (large values hurt)")
+#: Selective-Backprop's history of recent scores.
+WINDOW = Field("window", "int", 1024, minimum=1,
+               doc="scores in Selective-Backprop's percentile history (a few pools' worth)")
 
 
 @runtime_checkable
@@ -112,7 +119,7 @@ def history_cdf(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
 
 
 def selective_backprop_select(scores: torch.Tensor, k: int, history: torch.Tensor,
-                              beta: float = 1.0,
+                              beta: float = BETA.default,
                               generator: torch.Generator | None = None) -> torch.Tensor:
     """Selective-Backprop (Jiang et al. 2019), drawing exactly ``k``.
 
@@ -178,7 +185,7 @@ class RankedSelector:
     ``selection_scope: global`` the loader passes one that ranks among all ranks' pools.
     """
 
-    def __init__(self, beta: float = 1.0, log_weights=None) -> None:
+    def __init__(self, beta: float = BETA.default, log_weights=None) -> None:
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta!r}")
         self.beta = float(beta)
@@ -215,7 +222,7 @@ class SelectiveBackprop:
     :meth:`state_dict`, so a resumed run draws exactly as the uninterrupted one.
     """
 
-    def __init__(self, beta: float = 1.0, window: int = 1024) -> None:
+    def __init__(self, beta: float = BETA.default, window: int = WINDOW.default) -> None:
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -277,29 +284,30 @@ def _load_empty(owner: object, state: Mapping[str, Any]) -> None:
     strict_keys(owner, state, set())
 
 
-SELECTOR_TYPES = ("uniform", "topk", "ranked", "selective_backprop")
+_BUILD = {"uniform": lambda v: UniformSelector(), "topk": lambda v: TopKSelector(),
+          "ranked": lambda v: RankedSelector(v["beta"]),
+          "selective_backprop": lambda v: SelectiveBackprop(v["beta"], v["window"])}
+#: The rules, each with the keys it reads.
+SELECTOR = Typed("selector", (
+    ("uniform", Section("uniform", ())),
+    ("ranked", Section("ranked", (BETA,))),
+    ("topk", Section("topk", ())),
+    ("selective_backprop", Section("selective_backprop", (BETA, WINDOW))),
+), doc="a selection rule", required_message="is required (one of {choices})",
+    type_doc="`uniform`: no scoring; `ranked`: the thesis' ranked multinomial; `topk`: the "
+             "highest scores (greedy, hurts); `selective_backprop`: score percentile ** beta")
+SELECTOR_TYPES = tuple(SELECTOR.types)
+
+
+def make_selector(values: Mapping[str, Any]) -> Selector:
+    """The selector of a parsed :data:`SELECTOR` section (no validation: it is done)."""
+    return _BUILD[values["type"]](values)
 
 
 def build_selector(mapping: Any, path: str = "selector") -> Selector:
     """Build a selector from its YAML mapping; errors name the key path.
 
-    ``{type: uniform}``, ``{type: topk}``, ``{type: ranked, beta: 1.0}``,
-    ``{type: selective_backprop, beta: 1.0, window: 1024}``.
+    ``{type: uniform}``, ``{type: topk}``, ``{type: ranked, beta}``,
+    ``{type: selective_backprop, beta, window}`` (defaults: :data:`BETA`, :data:`WINDOW`).
     """
-    m = require_mapping(mapping, path)
-    if "type" not in m:
-        raise fail(join(path, "type"), f"is required (one of {', '.join(SELECTOR_TYPES)})")
-    kind = as_str(m["type"], join(path, "type"), choices=SELECTOR_TYPES)
-    if kind == "uniform":
-        check_keys(m, ["type"], path)
-        return UniformSelector()
-    if kind == "topk":
-        check_keys(m, ["type"], path)
-        return TopKSelector()
-    beta = as_float(m.get("beta", 1.0), join(path, "beta"), minimum=0.0)
-    if kind == "ranked":
-        check_keys(m, ["type", "beta"], path)
-        return RankedSelector(beta)
-    check_keys(m, ["type", "beta", "window"], path)
-    window = as_int(m.get("window", 1024), join(path, "window"), minimum=1)
-    return SelectiveBackprop(beta, window)
+    return make_selector(SELECTOR.parse(mapping, path))

@@ -1,4 +1,4 @@
-"""``smartloader plan`` and ``smartloader validate``: look at a config before training."""
+"""``smartloader plan``, ``validate`` and ``keys``: look at a config before training."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 
 from smartloader.errors import ConfigError
 
-__all__ = ["plan_main", "validate_main", "plan_inputs"]
+__all__ = ["plan_main", "validate_main", "keys_main", "plan_inputs"]
 
 
 def plan_inputs(config) -> dict:
@@ -54,12 +54,12 @@ def plan_main(argv: list[str]) -> int:
     parser.add_argument("--plot", metavar="PNG", help="also save a figure (needs matplotlib)")
     parser.add_argument("--arch", choices=("cnn", "vit"), default="cnn",
                         help="scoring cost model: pixels^2 (cnn) or ^3 (vit); default cnn")
-    parser.add_argument("--base-resolution", type=int, default=224, metavar="N",
+    from smartloader.tools.plan import BASE_RESOLUTION, format_plan, plot_plan
+    parser.add_argument("--base-resolution", type=int, default=BASE_RESOLUTION, metavar="N",
                         help="training resolution when the config has no resolution "
-                             "schedule (default 224)")
+                             f"schedule (default {BASE_RESOLUTION})")
     args = parser.parse_args(argv)
     from smartloader.config.schema import load_config
-    from smartloader.tools.plan import format_plan, plot_plan
     try:
         config = load_config(args.config)
         inputs = plan_inputs(config)
@@ -82,12 +82,24 @@ def validate_main(argv: list[str]) -> int:
         description="Check a config file and list every problem with its key path.")
     parser.add_argument("config", help="YAML config file")
     args = parser.parse_args(argv)
-    from smartloader.config.problems import config_problems
-    problems = config_problems(args.config)
-    for line in problems:
+    from smartloader.config.problems import WARNING, config_problems
+    lines = config_problems(args.config)
+    for line in lines:
         print(line)
-    if problems:
-        print(f"{len(problems)} problem(s) in {args.config}", file=sys.stderr)
+    errors = [line for line in lines if not line.startswith(WARNING)]
+    if errors:
+        print(f"{len(errors)} problem(s) in {args.config}", file=sys.stderr)
         return 1
     print("OK")
+    return 0
+
+
+def keys_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="smartloader keys",
+        description="Print every config key (path, type, default, allowed values, meaning) "
+                    "as the markdown table of docs/config.md, read from the specs.")
+    parser.parse_args(argv)
+    from smartloader.tools.keys import keys_table
+    print(keys_table())
     return 0

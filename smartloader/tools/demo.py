@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from smartloader import wrap
+from smartloader import load_config, wrap
+from smartloader.config.phases import DEFAULT_PHASES, describe_phases
 from smartloader.tools.datasets import ShuffledBatches, load_image_dir, synthetic_images
 from smartloader.tools.progress_bar import ProgressBar
 
@@ -108,6 +109,15 @@ def format_table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def describe_run(steps: int, score_resolution: int | None) -> str:
+    """What the SmartLoader run of the demo does, read from its (default) config."""
+    cfg = load_config(total_steps=steps)
+    return (f"smartloader: pool_factor {cfg.pool_factor}, phases "
+            f"{describe_phases(DEFAULT_PHASES)}, scoring at {score_resolution or 'full'} px; "
+            f"equal steps, so it saw {cfg.pool_factor}x the samples per selection step and "
+            f"scored each pool with one low-resolution forward.")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="smartloader demo", description=__doc__.splitlines()[0])
     p.add_argument("--data", help="directory with MNIST/Fashion-MNIST IDX or CIFAR-10 .bin "
@@ -140,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print()
     print(format_table(results))
-    print(f"\nsmartloader: pool_factor 2, beta 1, 5% uniform warm-up, 10% uniform cool-down, "
-          f"scoring at {res or 'full'} px; equal steps, so it saw 2x the samples per "
-          f"selection step and scored each pool with one low-resolution forward.")
+    print("\n" + describe_run(args.steps, res))
     return 0
 
 

@@ -4,7 +4,7 @@
 training resolution changes; :func:`plan_summary` estimates the compute;
 :func:`format_plan` prints both as a table; :func:`plot_plan` draws the schedules.
 
-Cost model (``ALGORITHMS.md`` §1, §3; thesis Eq. 3.9), all relative to one training step at
+Cost model (thesis Ch. 4 and Eq. 3.9), all relative to one training step at
 full resolution ``r_max``:
 
 * training step at resolution ``r_t``: ``(r_t / r_max) ** 2`` (compute ~ pixels);
@@ -22,10 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
+from smartloader.config.keys import TOP
 from smartloader.schedules import Schedules
 from smartloader.schedules.resolution import score_resolution as _scaled
 
 UNIFORM = ("uniform", None)
+#: Training resolution (px) the plan assumes without a resolution schedule (ImageNet's).
+BASE_RESOLUTION = 224
 
 
 class PhaseLike(Protocol):
@@ -90,8 +93,9 @@ def _value(schedule: Any, step: int) -> float | None:
 
 
 def plan_rows(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedules,
-              pool_factor: float = 2.0, score_resolution: int | None = None,
-              arch: str = "cnn", base_resolution: int = 224) -> list[dict[str, Any]]:
+              pool_factor: float = TOP.default("pool_factor"),
+              score_resolution: int | None = None, arch: str = "cnn",
+              base_resolution: int = BASE_RESOLUTION) -> list[dict[str, Any]]:
     """One dict per segment of constant phase and resolution.
 
     Keys: ``start``, ``stop`` (steps, stop exclusive), ``phase``, ``selection``, ``beta``,
@@ -170,8 +174,9 @@ def _pair(pair: tuple[float | None, float | None], fmt: str) -> str:
 
 
 def format_plan(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedules,
-                pool_factor: float = 2.0, score_resolution: int | None = None,
-                arch: str = "cnn", base_resolution: int = 224) -> str:
+                pool_factor: float = TOP.default("pool_factor"),
+                score_resolution: int | None = None, arch: str = "cnn",
+                base_resolution: int = BASE_RESOLUTION) -> str:
     """The plan as a text table followed by the compute summary."""
     rows = plan_rows(total_steps, phases, schedules, pool_factor, score_resolution, arch,
                      base_resolution)
@@ -196,7 +201,7 @@ def format_plan(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedu
 
 
 def plot_plan(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedules,
-              path: str, base_resolution: int = 224, points: int = 2000) -> None:
+              path: str, base_resolution: int = BASE_RESOLUTION, points: int = 2000) -> None:
     """Save a figure of resolution, magnitude and lr against step, with phase bands.
 
     Needs matplotlib (``pip install smartloader[plot]``); uses no global pyplot state.

@@ -85,10 +85,13 @@ def test_validate_ok_and_relations(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("score_scale: 0.43\nscore_resolution: 96\nbogus: 1\n")
     assert main(["validate", str(cfg)]) == 1
+    # one run lists the unknown key and the relation between the valid keys
     assert capsys.readouterr().out.strip().splitlines() == [
         "bogus: unknown key (allowed: seed, total_steps, pool_factor, score_resolution, "
-        "autocast, input_key, target_key, phases, selection_scope, resolution, score_scale, augment, lr, index_key, scorer, noisy_guard, batch_transform, replay)"]
-    cfg.write_text("score_scale: 0.43\nscore_resolution: 96\n")  # found once keys are valid
+        "autocast, input_key, target_key, phases, selection_scope, resolution, score_scale, augment, lr, index_key, scorer, noisy_guard, batch_transform, replay)",
+        "score_scale, score_resolution: give one, not both (score_scale 0.43 follows the "
+        "training resolution, score_resolution 96 fixes it)"]
+    cfg.write_text("score_scale: 0.43\nscore_resolution: 96\n")
     assert main(["validate", str(cfg)]) == 1
     assert "score_scale, score_resolution" in capsys.readouterr().out
     assert main(["validate", str(tmp_path / "missing.yaml")]) == 1

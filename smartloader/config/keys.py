@@ -14,7 +14,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
+from smartloader.common import readers as r
 from smartloader.common.spec import Field, Section, valid
+from smartloader.errors import ConfigError
 from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED, PHASE,
                                         SELECTIONS, describe_phases, length_problems)
 from smartloader.config.strategies import STRATEGY_FIELDS, strategy_problems
@@ -22,6 +24,14 @@ from smartloader.replay.config import REPLAY
 from smartloader.schedules import SCHEDULE_FIELDS, schedule_problems
 
 __all__ = ["TOP", "TOP_KEYS", "read_config", "pool_factor_warnings"]
+
+def _score_resolution(value: Any, path: str) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise ConfigError(f"{path}: must be an integer >= 1, auto or null, got {value!r}")
+    return r.as_int(value, path, minimum=1)
+
 
 #: The top level of a config, in the order the docs (and unknown-key messages) list it.
 TOP = Section("config", (
@@ -35,9 +45,13 @@ TOP = Section("config", (
     Field("pool_factor", "int", 2, minimum=1,
           doc="a pool is pool_factor consecutive batches of the wrapped loader; >= 2 when a "
               "phase selects; the paper keeps pool_factor >= 1 + beta"),
-    Field("score_resolution", "int", None, minimum=1, nullable=True,
-          doc="shorter side (px) of the scoring pass; null: the loaded resolution; never "
-              "upsamples (the paper scores at 96 px for 224-px training)"),
+    Field("score_resolution", "any", "auto", nullable=True, parse=_score_resolution,
+          type_doc="int, auto or null", bounds_doc=">= 1",
+          doc="shorter side (px) of the scoring pass; `auto`: about half the loaded side "
+              "(the training resolution under a resolution schedule), stepping up to the "
+              "next size the model takes, probed once at the first batch and logged; null: "
+              "the loaded resolution; never upsamples (the paper scores at 96 px for 224-px "
+              "training)"),
     Field("autocast", "str", None, choices=("bfloat16", "float16"), nullable=True,
           doc="dtype of the scoring forward; null: the model's own"),
     Field("input_key", "key", None, nullable=True,
@@ -105,7 +119,7 @@ def _relations(v: dict, problems: list[str], warnings: list[str]) -> None:
     if valid(v, "total_steps"):
         schedule_problems(v, v["total_steps"], problems)
     if valid(v, "score_scale", "score_resolution") and v["score_scale"] is not None \
-            and v["score_resolution"] is not None:
+            and isinstance(v["score_resolution"], int):
         problems.append(f"score_scale, score_resolution: give one, not both (score_scale "
                         f"{v['score_scale']} follows the training resolution, "
                         f"score_resolution {v['score_resolution']} fixes it)")

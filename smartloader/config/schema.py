@@ -35,7 +35,7 @@ class Config:
     seed: int = _D["seed"]
     total_steps: int | None = _D["total_steps"]
     pool_factor: int = _D["pool_factor"]
-    score_resolution: int | None = _D["score_resolution"]
+    score_resolution: int | str | None = _D["score_resolution"]
     autocast: str | None = _D["autocast"]
     input_key: KeyPath | None = _D["input_key"]
     target_key: KeyPath | None = _D["target_key"]

@@ -88,6 +88,9 @@ class ScheduleApplier:
             self.handle.scale = self.schedules.score_scale
         else:
             self.handle.resolution = self.score_resolution_at(step)
+            # auto under a resolution schedule: half of this stage's training size
+            self.handle.auto_side = (self.resolution_at(step)
+                                     if self.handle.resolution == "auto" else None)
 
     def finish(self, batch: Any, input_key: Sequence, step: int
                ) -> tuple[Any, int | None, float | None]:

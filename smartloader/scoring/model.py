@@ -68,6 +68,16 @@ def logits_of(outputs: Any) -> torch.Tensor:
     return out
 
 
+def _log_auto(size: int | None, side: int, failed: list[tuple[int, str]]) -> None:
+    chosen = f"{size} px" if size is not None else f"the loaded size ({side} px)"
+    if not failed:
+        logger.info("score_resolution auto: scoring at %s for inputs of %d px", chosen, side)
+        return
+    logger.warning("score_resolution auto: scoring at %s: the model failed at %s (%s); set "
+                   "score_resolution to silence this", chosen,
+                   ", ".join(f"{s} px" for s, _ in failed), failed[0][1])
+
+
 def auto_candidates(side: int) -> list[int]:
     """Scoring sizes ``score_resolution: auto`` tries for inputs of shorter side ``side``:
     about half of it first (a cheap forward), then larger in eighths, then full size."""
@@ -175,8 +185,11 @@ class ModelHandle:
         #: of each pool as loaded (``score_scale`` without a resolution schedule).
         self.scale: float | None = None
         self.autocast = None if autocast is None else getattr(torch, autocast)
-        #: ``score_resolution: auto``: loaded shorter side -> the size chosen for it
+        #: ``score_resolution: auto``: side -> the size chosen for it (None: as loaded)
         self.auto_sizes: dict[int, int | None] = {}
+        #: the side ``auto`` halves: the training resolution of the step under a resolution
+        #: schedule (set by the schedule applier), else None = the loaded shorter side
+        self.auto_side: int | None = None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -191,16 +204,20 @@ class ModelHandle:
         """Move ``inputs`` to the model's device and resize them to the scoring resolution."""
         x = inputs.to(self.device, non_blocking=True)
         res = self.resolution
-        if res == "auto":  # the size probed for this loaded size (losses() probes it)
-            res = self.auto_sizes.get(int(min(x.shape[-2:]))) if x.dim() == 4 else None
+        if res == "auto":  # the size probed for this side (losses() probes it)
+            res = self.auto_sizes.get(self._side(x)) if x.dim() == 4 else None
         elif res is None and self.scale is not None and x.dim() == 4:
             res = max(1, round(self.scale * min(x.shape[-2:])))
         return downsample(x, res)
 
     def _probe_auto(self, x: torch.Tensor, targets: Any, side: int) -> int | None:
+        """Try :func:`auto_candidates` of ``side`` from the smallest on two samples; the
+        first size the model takes wins (None: as loaded). Logged once: at INFO when the
+        first candidate works, as a WARNING when the model needed a larger one."""
+        loaded = int(min(x.shape[-2:]))
         failed: list[tuple[int, str]] = []
         for size in auto_candidates(side):
-            if size == side:
+            if size >= loaded:
                 break
             try:
                 self._forward_loss(downsample(x, size), targets)
@@ -209,24 +226,23 @@ class ModelHandle:
             except Exception as exc:  # the model cannot take this size: try a larger one
                 failed.append((size, str(exc).strip().splitlines()[0][:200]))
                 continue
-            logger.info("score_resolution auto: scoring at %d px of %d%s", size, side,
-                        "" if not failed else " (the model failed at %s: %s)"
-                        % (", ".join(f"{s} px" for s, _ in failed), failed[0][1]))
+            _log_auto(size, side, failed)
             return size
-        logger.info("score_resolution auto: scoring at full size, %d px (the model failed at "
-                    "%s: %s)", side, ", ".join(f"{s} px" for s, _ in failed),
-                    failed[0][1] if failed else "-")
+        _log_auto(None, min(side, loaded), failed)
         return None
 
     def losses(self, inputs: torch.Tensor, targets: Any) -> torch.Tensor:
         """Per-sample losses (float32, on the model's device) of a pool."""
         if self.resolution == "auto" and inputs.dim() == 4:
-            side = int(min(inputs.shape[-2:]))
+            side = self._side(inputs)
             if side not in self.auto_sizes:  # probe once per loaded size, on two samples
                 t = targets[:2] if isinstance(targets, torch.Tensor) else targets
                 x = inputs[:2].to(self.device, non_blocking=True)
                 self.auto_sizes[side] = self._probe_auto(x, t, side)
         return self._forward_loss(self.prepare(inputs), targets)
+
+    def _side(self, x: torch.Tensor) -> int:
+        return self.auto_side or int(min(x.shape[-2:]))
 
     def accepts(self, inputs: torch.Tensor) -> bool:
         """Whether the model runs on ``inputs`` as they are (no resize, no loss)."""

@@ -39,6 +39,9 @@ def _describe(config) -> list[str]:
         value = getattr(s, name)
         lines.append(f"{name}: {'-' if value is None else value}")
     scoring = (f"score_scale {s.score_scale}" if s.score_scale is not None else
+               "score_resolution auto (about half the side; the first batch probes which "
+               "size the model takes, so the sizes below are the first tried)"
+               if config.score_resolution == "auto" else
                f"score_resolution {config.score_resolution}"
                if config.score_resolution is not None else "scoring at full resolution")
     lines.append(f"scoring: {scoring}")

@@ -25,6 +25,7 @@ from typing import Any, Protocol, Sequence
 from smartloader.config.keys import TOP
 from smartloader.schedules import Schedules
 from smartloader.schedules.resolution import score_resolution as _scaled
+from smartloader.scoring.model import auto_candidates
 
 UNIFORM = ("uniform", None)
 #: Training resolution (px) the plan assumes without a resolution schedule (ImageNet's).
@@ -80,8 +81,10 @@ def _r_max(schedules: Schedules, base_resolution: int) -> int:
     return base_resolution if schedules.resolution is None else schedules.resolution.maximum
 
 
-def _score_res(schedules: Schedules, r: int, score_resolution: int | None) -> int:
-    if score_resolution is not None:
+def _score_res(schedules: Schedules, r: int, score_resolution: int | str | None) -> int:
+    if score_resolution == "auto" and schedules.score_scale is None:
+        return auto_candidates(r)[0]  # the first size auto tries; the model may need more
+    if isinstance(score_resolution, int):
         return score_resolution
     if schedules.score_scale is not None:
         return _scaled(r, schedules.score_scale)

@@ -262,3 +262,65 @@ def test_uniform_phase_passes_the_wrapped_batch_through():
     batches = [(torch.randn(4, 2), torch.zeros(4, dtype=torch.long)) for _ in range(3)]
     loader = smartloader.wrap(batches, nn.Linear(2, 2), {"phases": [{"name": "u"}]})
     assert all(a is b for a, b in zip(loader, batches))
+
+
+# -- score_resolution: auto (the default) ---------------------------------------------------
+def _images(n, c, side, classes=10, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, side, side, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return [(x[i:i + 8], y[i:i + 8]) for i in range(0, n, 8)]
+
+
+def test_auto_steps_up_to_full_size_for_a_fixed_linear_head(caplog):
+    loader = smartloader.wrap(_images(32, 1, 12), FixedHeadNet(), SELECT)
+    assert loader.config.score_resolution == "auto"   # the default
+    with caplog.at_level("INFO", logger="smartloader"):
+        out = list(loader)
+    assert len(out) == 2 and loader._handle.auto_sizes == {12: None}
+    msg = [r.getMessage() for r in caplog.records if "score_resolution auto" in r.message]
+    assert len(msg) == 1 and "the loaded size (12 px): the model failed at 6 px, 8 px, 9 px, " \
+        "11 px" in msg[0] and "mat1 and mat2 shapes cannot be multiplied" in msg[0]
+
+
+def test_auto_takes_the_smallest_size_a_three_pool_model_takes():
+    loader = smartloader.wrap(_images(32, 3, 32), ThreePoolNet(), SELECT)
+    list(loader)
+    assert loader._handle.auto_sizes == {32: 24}   # 16 and 20 px pool below the 3x3 kernel
+
+
+def test_auto_halves_a_model_that_takes_any_size(caplog):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 10))
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
+    with caplog.at_level("INFO", logger="smartloader"):
+        list(smartloader.wrap(_images(32, 3, 32), model, SELECT))
+    assert seen[0] == 16 and set(seen[1:]) == {16}   # probe, then every pool at 16 px
+    assert any("scoring at 16 px for inputs of 32 px" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_under_a_resolution_schedule_halves_each_stage():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 10))
+    cfg = {"total_steps": 8, "phases": [{"name": "select", "selection": "ranked"}],
+           "resolution": {"type": "progressive", "min": 16, "max": 32, "increment": 16}}
+    loader = smartloader.wrap(_images(128, 3, 32), model, cfg)
+    shapes = [b[0].shape[-1] for b in loader]
+    assert shapes == [16] * 4 + [32] * 4
+    assert loader._handle.auto_sizes == {16: 8, 32: 16}
+
+
+def test_an_explicit_size_the_model_cannot_take_names_score_resolution():
+    loader = smartloader.wrap(_images(32, 1, 12), FixedHeadNet(), {**SELECT, "score_resolution": 6})
+    with pytest.raises(smartloader.ConfigError) as err:
+        next(iter(loader))
+    msg = str(err.value)
+    assert msg.startswith("score_resolution: the model cannot score inputs resized to 6 px")
+    assert "mat1 and mat2 shapes cannot be multiplied" in msg and "score_resolution: auto" in msg
+
+
+def test_auto_leaves_non_image_inputs_as_they_are():
+    batches = [(torch.randn(8, 5), torch.randint(0, 3, (8,))) for _ in range(4)]
+    loader = smartloader.wrap(batches, nn.Linear(5, 3), SELECT)
+    assert len(list(loader)) == 2 and loader._handle.auto_sizes == {}

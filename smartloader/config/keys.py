@@ -42,6 +42,11 @@ TOP = Section("config", (
           doc="yielded training steps in the whole run; needed by fraction lengths, by "
               "schedules that follow the fraction of training, and by an open phase that is "
               "not last"),
+    Field("total_epochs", "int", None, minimum=1, nullable=True,
+          doc="the run in epochs of the wrapped loader instead of total_steps: at wrap() "
+              "SmartLoader derives total_steps from len(loader), the phases and pool_factor "
+              "(a selection epoch yields fewer steps), so len(loader) and the phases agree "
+              "with an epoch loop; give one of total_steps and total_epochs"),
     Field("pool_factor", "int", 2, minimum=1,
           doc="a pool is pool_factor consecutive batches of the wrapped loader; >= 2 when a "
               "phase selects; the paper keeps pool_factor >= 1 + beta"),
@@ -89,7 +94,8 @@ def read_config(raw: Any) -> tuple[dict | None, list[str], list[str]]:
     if v is None:
         return None, problems, warnings
     if "phases" not in raw:
-        closed = valid(v, "total_steps") and v["total_steps"] is not None
+        v["_default_phases"] = True
+        closed = any(valid(v, k) and v[k] is not None for k in ("total_steps", "total_epochs"))
         v["phases"] = TOP.field("phases").read(
             list(DEFAULT_PHASES if closed else DEFAULT_PHASES_OPEN_ENDED), "phases", problems)
     _relations(v, problems, warnings)
@@ -116,7 +122,14 @@ def _relations(v: dict, problems: list[str], warnings: list[str]) -> None:
                                 f"phases[{seen[p['name']]}]")
             seen.setdefault(p["name"], i)
     _pool_factor(v, phases, problems, warnings)
-    if valid(v, "total_steps"):
+    by_epochs = valid(v, "total_epochs") and v["total_epochs"] is not None
+    if by_epochs and valid(v, "total_steps") and v["total_steps"] is not None:
+        problems.append(f"total_steps, total_epochs: give one, not both (total_steps "
+                        f"{v['total_steps']}, total_epochs {v['total_epochs']}); with "
+                        f"total_epochs SmartLoader derives total_steps from len(loader)")
+        by_epochs = False
+    # with total_epochs the steps are known at wrap(), which checks these with them
+    if valid(v, "total_steps") and not by_epochs:
         schedule_problems(v, v["total_steps"], problems)
     if valid(v, "score_scale", "score_resolution") and v["score_scale"] is not None \
             and isinstance(v["score_resolution"], int):
@@ -125,10 +138,10 @@ def _relations(v: dict, problems: list[str], warnings: list[str]) -> None:
                         f"score_resolution {v['score_resolution']} fixes it)")
     strategy_problems(v, problems)
     _replay(v, phases, problems, warnings)
-    if valid(v, "total_steps") and phases and all(valid(p, "name", "steps", "fraction")
-                                                  for p in phases):
+    if valid(v, "total_steps") and not by_epochs and phases and all(
+            valid(p, "name", "steps", "fraction") for p in phases):
         problems.extend(length_problems([SimpleNamespace(**p) for p in phases],
-                                        v["total_steps"]))
+                                        v["total_steps"], shrink=v.get("_default_phases")))
 
 
 def _pool_factor(v: Mapping[str, Any], phases: Sequence[Any], problems: list[str],

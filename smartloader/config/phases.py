@@ -134,11 +134,13 @@ def parse_phase(raw: Any, path: str) -> PhaseSpec:
     return make_phase(PHASE.parse(raw, path))
 
 
-def length_problems(phases: Sequence[Any], total: int | None) -> list[str]:
+def length_problems(phases: Sequence[Any], total: int | None,
+                    shrink: bool = False) -> list[str]:
     """Every way the phase lengths fail to fit ``total`` steps (``phases`` have ``name``,
     ``steps``, ``fraction``): two phases without a length, a fraction without total_steps
     or under one step, a rest under one step, lengths that do not add up, an open phase
-    that is not last without total_steps."""
+    that is not last without total_steps. ``shrink`` (the default phases, which the user
+    did not write): a fraction under one step is no problem, the phase is left out."""
     problems: list[str] = []
     open_idx = [i for i, p in enumerate(phases) if p.steps is None and p.fraction is None]
     for i in open_idx[1:]:
@@ -152,7 +154,7 @@ def length_problems(phases: Sequence[Any], total: int | None) -> list[str]:
         return problems
     lengths = _lengths(phases, total)
     for i in fractions:
-        if lengths[i] < 1:
+        if lengths[i] < 1 and not shrink:
             problems.append(f"phases[{i}].fraction: {phases[i].fraction} of total_steps "
                             f"{total} is less than one step")
     if len(open_idx) > 1 or problems:
@@ -177,15 +179,20 @@ def _lengths(phases: Sequence[Any], total: int | None) -> list[int | None]:
     return [round(p.fraction * total) if p.fraction is not None else p.steps for p in phases]
 
 
-def resolve_phases(phases: Sequence[PhaseSpec], total: int | None) -> tuple[Phase, ...]:
-    """Step ranges of ``phases``; raises a ConfigError listing every length problem."""
-    raise_problems(length_problems(phases, total))
+def resolve_phases(phases: Sequence[PhaseSpec], total: int | None,
+                   shrink: bool = False) -> tuple[Phase, ...]:
+    """Step ranges of ``phases``; raises a ConfigError listing every length problem.
+    ``shrink``: phases whose fraction is under one step are left out (a short run with the
+    default phases) instead of failing."""
+    raise_problems(length_problems(phases, total, shrink))
     lengths = _lengths(phases, total)
     open_idx = [i for i, n in enumerate(lengths) if n is None]
     if open_idx and total is not None:
         lengths[open_idx[0]] = total - sum(n for n in lengths if n is not None)
     out, start = [], 0
     for p, n in zip(phases, lengths):
+        if n == 0 and shrink:
+            continue
         stop = None if n is None else start + n
         out.append(Phase(p.name, start, stop, p.selection, p.beta, p.window,
                          p.replay is not False))

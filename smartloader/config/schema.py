@@ -36,6 +36,8 @@ class Config:
     total_steps: int | None = _D["total_steps"]
     pool_factor: int = _D["pool_factor"]
     score_resolution: int | str | None = _D["score_resolution"]
+    #: the run in epochs (None: by total_steps); SmartLoader derives total_steps from it
+    total_epochs: int | None = _D["total_epochs"]
     autocast: str | None = _D["autocast"]
     input_key: KeyPath | None = _D["input_key"]
     target_key: KeyPath | None = _D["target_key"]
@@ -66,6 +68,8 @@ class Config:
             "score_resolution": self.score_resolution, "autocast": self.autocast,
             "input_key": _key_to_yaml(self.input_key), "target_key": _key_to_yaml(self.target_key),
         }
+        if self.total_epochs is not None:  # omitted when not given: older states still load
+            out["total_epochs"] = self.total_epochs
         if self.selection_scope != _D["selection_scope"]:  # omitted at its default: older
             out["selection_scope"] = self.selection_scope  # states still load
         if not self.default_phases:
@@ -86,7 +90,7 @@ class Config:
 
     def resolve_phases(self) -> tuple[Phase, ...]:
         """Step ranges of every phase. Raises ConfigError if they do not add up."""
-        return resolve_phases(self.phases, self.total_steps)
+        return resolve_phases(self.phases, self.total_steps, shrink=self.default_phases)
 
 
 def _key_to_yaml(key):
@@ -149,7 +153,8 @@ def _parse(raw: Any) -> Config:
     total = v["total_steps"]
     strategies = {k: v[k] for k in STRATEGY_KEYS if v[k] is not None}
     return Config(
-        seed=v["seed"], total_steps=total, pool_factor=v["pool_factor"],
+        seed=v["seed"], total_steps=total, total_epochs=v["total_epochs"],
+        pool_factor=v["pool_factor"],
         score_resolution=v["score_resolution"], autocast=v["autocast"],
         input_key=v["input_key"], target_key=v["target_key"],
         phases=tuple(make_phase(p) for p in v["phases"]), default_phases="phases" not in m,

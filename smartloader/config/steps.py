@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from smartloader.config.phases import Phase, phase_at
+from smartloader.config.phases import Phase, phase_at, resolve_phases
+from smartloader.errors import ConfigError
 
-__all__ = ["Consumption", "epoch_steps", "steps_in_epoch", "loader_batch_steps"]
+__all__ = ["Consumption", "epoch_steps", "steps_in_epoch", "loader_batch_steps",
+           "steps_for_epochs", "epochs_for_steps", "run_steps", "unreached_phases"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,14 @@ class Consumption:
     replay_steps: int = 0
 
     @classmethod
-    def of(cls, config) -> "Consumption":
-        """The model for a :class:`~smartloader.config.Config`."""
+    def of(cls, config, total_steps: int | None = None) -> "Consumption":
+        """The model for a :class:`~smartloader.config.Config` (its phases resolved against
+        ``total_steps`` when given, else the config's own)."""
         rp = config.replay
         extra = rp.k if rp is not None and rp.mode == "steps" else 0
-        return cls(tuple(config.resolve_phases()), config.pool_factor, extra)
+        phases = (config.resolve_phases() if total_steps is None else
+                  resolve_phases(config.phases, total_steps, shrink=config.default_phases))
+        return cls(tuple(phases), config.pool_factor, extra)
 
     def batches_per_step(self, step: int) -> int:
         """Wrapped batches a fresh step at ``step`` draws (before the epoch end cuts it)."""
@@ -97,7 +102,54 @@ def loader_batch_steps(config, batches_per_epoch: int) -> Iterator[tuple[int, in
         epoch += 1
 
 
-def phases_reached(phases: Sequence[Phase], steps: int) -> list[Phase]:
-    """The phases a run of ``steps`` steps enters (a phase starting at or after ``steps`` is
-    never reached)."""
-    return [p for p in phases if p.start < steps]
+def run_steps(model: Consumption, epochs: int, batches: int) -> int:
+    """Steps ``epochs`` whole epochs of ``batches`` wrapped batches yield from step 0."""
+    step = 0
+    for _ in range(epochs):
+        step += steps_in_epoch(model, step, batches)
+    return step
+
+
+def steps_for_epochs(config, epochs: int, batches: int) -> int:
+    """``total_steps`` of a run of ``epochs`` epochs of ``batches`` wrapped batches.
+
+    The phases depend on ``total_steps`` (fractions) and the steps an epoch yields depend on
+    the phases (a selection step reads ``pool_factor`` batches), so this iterates to the
+    ``total_steps`` that the run yields exactly; if the two never meet (rounding), the
+    smallest ``total_steps`` the run reaches, so every phase is entered.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+        raise ValueError(f"batches must be an integer >= 1, got {batches!r}")
+    total, seen = epochs * batches, []
+    for _ in range(64):
+        try:
+            got = run_steps(Consumption.of(config, total), epochs, batches)
+        except ConfigError as exc:
+            raise ConfigError(f"total_epochs: {epochs} epoch(s) of {batches} wrapped batches "
+                              f"are about {total} steps, too few for the phases: "
+                              f"{exc.problems[0]}") from None
+        if got == total:
+            return total
+        seen.append(total)
+        if got in seen:  # a cycle: take the smallest total the run still reaches
+            return min(t for t in seen[seen.index(got):] if t <= max(seen))
+        total = got
+    return total
+
+
+def epochs_for_steps(config, steps: int, batches: int) -> int:
+    """How many epochs of ``batches`` wrapped batches a loop needs for SmartLoader to yield
+    ``steps`` steps (``for epoch in range(n)`` then reaches the cool-down)."""
+    model = Consumption.of(config, steps)
+    step = epochs = 0
+    while step < steps:
+        step += steps_in_epoch(model, step, batches)
+        epochs += 1
+    return epochs
+
+
+def unreached_phases(phases: Sequence[Phase], steps: int) -> list[Phase]:
+    """The phases a run of ``steps`` steps never enters (they start at or after it)."""
+    return [p for p in phases if p.start >= steps]

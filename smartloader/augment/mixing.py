@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from smartloader.common.readers import (as_float, as_int, as_str, check_keys, fail, join,
                                         require_mapping)
+from smartloader.common.state import strict_keys
 
 __all__ = ["one_hot_targets", "sample_lambda", "mixup", "cutmix", "soft_cross_entropy",
            "MixUp", "CutMix", "build_batch_transform", "BATCH_TRANSFORM_TYPES"]
@@ -146,9 +147,11 @@ class MixUp:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state:
-            raise ValueError(f"MixUp.load_state_dict: unexpected keys {sorted(state)}")
+        self.check_state(state)
 
 
 class CutMix(MixUp):

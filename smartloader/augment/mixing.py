@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from smartloader.common.spec import Field, Section, Typed
+from smartloader.common.state import strict_keys
 
 __all__ = ["one_hot_targets", "sample_lambda", "mixup", "cutmix", "soft_cross_entropy",
            "MixUp", "CutMix", "build_batch_transform", "make_batch_transform",
@@ -165,9 +166,11 @@ class MixUp:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state:
-            raise ValueError(f"MixUp.load_state_dict: unexpected keys {sorted(state)}")
+        self.check_state(state)
 
 
 class CutMix(MixUp):

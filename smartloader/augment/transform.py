@@ -12,7 +12,7 @@ import torch
 from smartloader.augment.mixing import BATCH_TRANSFORM, make_batch_transform
 from smartloader.common import batch as B
 from smartloader.common.spec import Values
-from smartloader.common.state import strict_keys
+from smartloader.common.state import StateError, check_generator_state, strict_keys
 
 __all__ = ["TransformStage"]
 
@@ -43,10 +43,19 @@ class TransformStage:
         # only a transform draws from the generator (None keeps plain states tensor-free)
         return {"generator": None if self.transform is None else self.generator.get_state()}
 
+    def check_state(self, state: Any, path: str = "state.transform") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, {"generator"}, path)
+        gen = state["generator"]
+        if (gen is None) != (self.transform is None):
+            raise StateError(f"{path}.generator: saved with a different batch_transform "
+                             f"config (saved {'none' if gen is None else 'a generator'}, this "
+                             f"loader has {'no transform' if self.transform is None else 'one'})")
+        if gen is not None:
+            check_generator_state(gen, f"{path}.generator", self.generator.device)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, {"generator"}, "state.transform")
-        if (state["generator"] is None) != (self.transform is None):
-            raise ValueError("state.transform.generator: saved with a different "
-                             "batch_transform config")
+        self.check_state(state)
         if state["generator"] is not None:
-            self.generator.set_state(state["generator"])
+            self.generator.set_state(state["generator"].cpu())

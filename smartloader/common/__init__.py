@@ -2,7 +2,8 @@
 
 - :mod:`.batch`: find, read, replace and subset the fields of a batch of any structure.
 - :mod:`.readers`: typed YAML readers that name the key path of a bad value.
-- :mod:`.state`: the one strict-keys check every ``load_state_dict`` uses.
+- :mod:`.state`: the strict checks (keys, types, ranges, tensors, generator states) every
+  ``load_state_dict`` uses, and their one exception type.
 - :mod:`.epochs`: seeds from (seed, epoch, rank) and ``set_epoch`` forwarding.
 - :mod:`.progress`: the frozen (step, epoch, total_steps) value schedules read.
 - :mod:`.shared_value`: a number DataLoader workers read without restarting.

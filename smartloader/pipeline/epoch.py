@@ -37,6 +37,13 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
     gen = cur.generator_on(sl._handle.device)
     resume, cur.resume = cur.resume, None
     if resume is not None and resume["epoch"] == epoch:
+        saved_on = torch.device(resume["generator_device"])
+        if saved_on.type != gen.device.type:  # the state was checked for its own device
+            cur.resume = resume
+            raise RuntimeError(
+                f"cannot resume: the state's selection generator was saved on {saved_on}, "
+                f"the model is now on {gen.device}; move the model to {saved_on.type} "
+                f"before iterating")
         gen.set_state(resume["generator"])
         skip, cur.epoch_start_step = resume["consumed"], resume["epoch_start_step"]
     else:

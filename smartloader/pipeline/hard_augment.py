@@ -26,6 +26,8 @@ from smartloader.augment.geometry import to_unit_float
 from smartloader.common.batch import get_field, replace_field, resolve_key
 from smartloader.common.epochs import check_epoch, forward_set_epoch, mix_seed
 from smartloader.common.spec import Field, Section
+from smartloader.common.state import (StateError, check_generator_state, check_int, check_same,
+                                      show, strict_keys)
 from smartloader.scoring.model import scoring_mode
 
 #: The ``hard_augment:`` section.
@@ -123,9 +125,11 @@ class HardAugment:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state:
-            raise ValueError(f"HardAugment.load_state_dict: unexpected keys {sorted(state)}")
+        self.check_state(state)
 
 
 def build_hard_augment(mapping: Any, path: str = "hard_augment") -> HardAugment:
@@ -154,7 +158,8 @@ class HardAugmentStats:
     score_time_s: float          #: resizing to ``resolution``, the no-grad forward, pair losses
 
 
-_STATE_KEYS = {"version", "epoch", "position", "generator", "generator_device", "seed",
+_STATE_VERSION = 2  # 2: the step counter joined the state
+_STATE_KEYS = {"version", "epoch", "position", "step", "generator", "generator_device", "seed",
                "views", "resolution"}
 
 
@@ -244,37 +249,72 @@ class HardAugmentLoader:
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Epoch, position in it (batches the consumer has received) and the generator."""
-        if self._resume is not None:
-            return dict(self._resume, version=1, seed=self.seed, views=self.views,
-                        resolution=self.resolution)
-        mid = self._position > 0
-        return {"version": 1, "epoch": self._epoch, "position": self._position,
-                "generator": self._generator.get_state() if mid else None,
-                "generator_device": str(self.device), "seed": self.seed, "views": self.views,
-                "resolution": self.resolution}
+        """Epoch, position in it (batches the consumer has received), the generator, the
+        batches yielded over the run (``stats.step``), and seed / views / resolution
+        (checked on load)."""
+        if self._resume is not None:  # loaded, not yet resumed: hand the position on
+            where = self._resume
+        else:
+            mid = self._position > 0
+            where = {"epoch": self._epoch, "position": self._position,
+                     "generator": self._generator.get_state() if mid else None,
+                     "generator_device": str(self.device)}
+        return {"version": _STATE_VERSION, "epoch": where["epoch"],
+                "position": where["position"], "step": self._step,
+                "generator": where["generator"], "generator_device": where["generator_device"],
+                "seed": self.seed, "views": self.views, "resolution": self.resolution}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Strict: unknown/missing keys or a state of another seed/views/resolution raise
-        ``ValueError``. On the next ``iter()`` the wrapped loader's first ``position``
-        batches of that epoch are read and dropped (not augmented), then it continues."""
-        if not isinstance(state, Mapping):
-            raise ValueError(f"state must be a dict, got {type(state).__name__}")
-        missing, unknown = _STATE_KEYS - set(state), set(state) - _STATE_KEYS
-        if missing or unknown:
-            raise ValueError(f"state: missing keys {sorted(missing)}, unknown keys "
-                             f"{sorted(unknown)}")
-        for k in ("version", "seed", "views", "resolution"):
-            ours = 1 if k == "version" else getattr(self, k)
-            if state[k] != ours:
-                raise ValueError(f"state.{k}: saved {state[k]!r}, this loader has {ours!r}")
+        """Strict: every entry is checked before anything changes and a problem raises
+        :class:`~smartloader.errors.StateError` (a ``ValueError``) naming it, e.g. a state of
+        another seed, views or resolution. On the next ``iter()`` the wrapped loader's first
+        ``position`` batches of that epoch are read and dropped (not augmented), then it
+        continues."""
+        self._check_state(state)
         if self._active:
             raise RuntimeError("load_state_dict() during an iteration; call it before iter()")
-        self._epoch, self._position, self._stats = int(state["epoch"]), 0, None
+        self._epoch, self._position, self._stats = state["epoch"], 0, None
+        self._step = state["step"]
         self._resume = None
         if state["position"] > 0:
             self._resume = {k: state[k] for k in ("epoch", "position", "generator",
                                                   "generator_device")}
+            self._resume["generator"] = state["generator"].cpu()
+
+    def _check_state(self, state: Any, path: str = "state") -> None:
+        if isinstance(state, Mapping) and "version" in state:  # first: another layout
+            version = state["version"]
+            if type(version) is not int or version != _STATE_VERSION:
+                raise StateError(f"{path}.version: saved {version!r}, this loader reads "
+                                 f"{_STATE_VERSION}")
+        strict_keys(self, state, _STATE_KEYS, path)
+        for k in ("seed", "views", "resolution"):
+            check_same(state[k], getattr(self, k), f"{path}.{k}", "loader")
+        check_int(state["epoch"], f"{path}.epoch")
+        check_int(state["step"], f"{path}.step")
+        try:
+            length = len(self.loader)  # type: ignore[arg-type]
+        except TypeError:
+            length = None
+        position = check_int(state["position"], f"{path}.position", 0, length)
+        device = state["generator_device"]
+        try:
+            if not isinstance(device, str):
+                raise TypeError
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise StateError(f"{path}.generator_device: must be a device name, got "
+                             f"{show(device)}") from None
+        gen = state["generator"]
+        if position == 0:
+            if gen is not None:
+                raise StateError(f"{path}.generator: must be None at the start of an epoch "
+                                 f"({path}.position 0), got {show(gen)}")
+        elif gen is None:
+            raise StateError(f"{path}.generator: a state saved mid-epoch ({path}.position "
+                             f"{position}) needs the generator state, got None")
+        else:
+            check_generator_state(gen, f"{path}.generator", self.device)
 
     # -- the pipeline ---------------------------------------------------------------------
     def _run(self) -> Iterator[Any]:

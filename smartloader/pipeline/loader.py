@@ -19,11 +19,12 @@ from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED
                                         describe_phases)
 from smartloader.config.schema import Config, load_config
 from smartloader.config.steps import Consumption, steps_in_epoch
+from smartloader.common.state import show, strict_keys
 from smartloader.errors import ConfigError, ProbeError, StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
 from smartloader.pipeline.distributed import DistributedSync
 from smartloader.pipeline.epoch import run_epoch, step_stats
-from smartloader.pipeline.state import STATE_KEYS, STATE_VERSION, Cursor
+from smartloader.pipeline.state import STATE_KEYS, STATE_VERSION, Cursor, check_cursor_state
 from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline.step import SelectionStep
 from smartloader.replay.stage import build_replay_stage
@@ -299,9 +300,9 @@ class SmartLoader:
         cfg = self.config
         if cfg.input_key is None or cfg.target_key is None:
             if isinstance(batch, (list, tuple, Mapping)) and not B.is_plain_list(batch):
-                ik, tk, index = detect_fields(batch)
+                ik, tk, _ = detect_fields(batch)
             else:
-                ik, tk, index = B.resolve_key(batch, None, "input"), None, None
+                ik, tk = B.resolve_key(batch, None, "input"), None
             ik = cfg.input_key or ik
             tk = cfg.target_key or tk
         else:
@@ -346,28 +347,12 @@ class SmartLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
 
-        Strict: every entry is checked (keys, types, ranges, the config it was saved with)
-        before anything changes, and a problem raises :class:`~smartloader.errors.StateError`
-        naming the entry.
+        Strict: every entry is checked (keys, types, ranges, tensor dtypes and shapes, the
+        config it was saved with, each stage's state) before anything changes, and a problem
+        raises :class:`~smartloader.errors.StateError` naming the entry's key path; a refused
+        state leaves the loader as it was.
         """
-        if not isinstance(state, dict):
-            raise StateError(f"state: must be a dict, got {type(state).__name__}")
-        missing, unknown = STATE_KEYS - set(state), set(state) - STATE_KEYS
-        if missing or unknown:
-            raise StateError(f"state: missing keys {sorted(missing)}, unknown keys "
-                             f"{sorted(unknown)}")
-        if state["version"] != STATE_VERSION:
-            raise StateError(f"state.version: {state['version']!r}, this smartloader reads "
-                             f"{STATE_VERSION}")
-        ours = self.config.to_dict()
-        saved = state["config"]
-        if not isinstance(saved, dict):
-            raise StateError(f"state.config: must be a dict, got {type(saved).__name__}")
-        diff = [k for k in sorted(set(ours) | set(saved)) if ours.get(k) != saved.get(k)]
-        if diff:
-            raise StateError("state.config: saved with a different configuration ("
-                             + ", ".join(f"{k}: saved {saved.get(k)!r}, now {ours.get(k)!r}"
-                                         for k in diff) + ")")
+        self._check_state(state)
         if self._cursor.active:
             raise RuntimeError("load_state_dict() during an iteration; call it before iter()")
         self._cursor.load_state_dict(state)
@@ -377,6 +362,31 @@ class SmartLoader:
         self._replay.load_state_dict(state["replay"])
         self._fallbacks_reported = int(self._chooser.fallbacks)
         self._schedules.begin_step(self._cursor.step)
+
+    def _check_state(self, state: Any) -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; reads it and changes nothing."""
+        if isinstance(state, Mapping) and "version" in state:  # first: another layout
+            version = state["version"]
+            if type(version) is not int or version != STATE_VERSION:
+                raise StateError(f"state.version: saved {version!r}, this smartloader reads "
+                                 f"{STATE_VERSION}")
+        strict_keys(self, state, STATE_KEYS, "state")
+        ours = self.config.to_dict()
+        saved = state["config"]
+        if not isinstance(saved, Mapping):
+            raise StateError(f"state.config: must be a dict, got {show(saved)}")
+        diff = [k for k in sorted(set(ours) | set(saved), key=str)
+                if ours.get(k) != saved.get(k)]
+        if diff:
+            raise StateError("state.config: saved with a different configuration ("
+                             + ", ".join(f"{k}: saved {saved.get(k)!r}, now {ours.get(k)!r}"
+                                         for k in diff) + ")")
+        check_cursor_state(state, "state")
+        self._scoring.check_state(state["scoring"], "state.scoring")
+        self._chooser.check_state(state["selection"], "state.selection")
+        self._transform.check_state(state["transform"], "state.transform")
+        self._replay.check_state(state["replay"], "state.replay")
 
 
 #: SmartLoader's own public names: they win over the wrapped loader's on reads.

@@ -13,9 +13,11 @@ from typing import Any, Mapping
 
 import torch
 
+from smartloader.common.state import check_generator_state, check_int, show, strict_keys
 from smartloader.errors import StateError
 
-__all__ = ["Cursor", "STATE_VERSION", "STATE_KEYS", "STAGE_KEYS", "check_cursor_state"]
+__all__ = ["Cursor", "STATE_VERSION", "STATE_KEYS", "CURSOR_KEYS", "STAGE_KEYS",
+           "check_cursor_state"]
 
 STATE_VERSION = 2
 #: the cursor's entries, then the stages' nested states, then the config
@@ -67,6 +69,7 @@ class Cursor:
                 "short_pools": self.short_pools}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the cursor entries of ``state`` (other keys are ignored: the loader's)."""
         check_cursor_state(state)
         self.step = state["step"]
         self.epoch = state["epoch"]
@@ -77,38 +80,40 @@ class Cursor:
         if state["consumed"] > 0:
             self.resume = {k: state[k] for k in ("epoch", "consumed", "epoch_start_step",
                                                  "generator", "generator_device")}
+            self.resume["generator"] = state["generator"].cpu()
 
 
-def _count(state: Mapping[str, Any], key: str) -> int:
-    value = state[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StateError(f"state.{key}: must be an integer >= 0, got {value!r}")
-    return value
-
-
-def check_cursor_state(state: Mapping[str, Any]) -> None:
-    """Type and range of every cursor entry; raises :class:`StateError` naming the key."""
-    step = _count(state, "step")
-    _count(state, "epoch")
-    consumed = _count(state, "consumed")
-    start = _count(state, "epoch_start_step")
-    _count(state, "short_pools")
+def check_cursor_state(state: Mapping[str, Any], path: str = "state") -> None:
+    """Type and range of every cursor entry of ``state`` (a mapping holding at least
+    :data:`CURSOR_KEYS`); raises :class:`StateError` naming the key, changes nothing."""
+    # the cursor's entries share the top level with the loader's: check just those keys
+    strict_keys(None, {k: state[k] for k in state if k in CURSOR_KEYS}
+                if isinstance(state, Mapping) else state, CURSOR_KEYS, path)
+    step = check_int(state["step"], f"{path}.step")
+    check_int(state["epoch"], f"{path}.epoch")
+    consumed = check_int(state["consumed"], f"{path}.consumed")
+    start = check_int(state["epoch_start_step"], f"{path}.epoch_start_step")
+    check_int(state["short_pools"], f"{path}.short_pools")
     if start > step:
-        raise StateError(f"state.epoch_start_step: {start} is after state.step {step}")
-    gen = state["generator"]
-    if gen is not None and not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8
-                                and gen.dim() == 1):
-        raise StateError(f"state.generator: must be None or a torch.Generator state "
-                         f"(a 1-D uint8 tensor), got {type(gen).__name__}")
-    if consumed > 0 and gen is None:
-        raise StateError("state.generator: a state saved mid-epoch (state.consumed "
-                         f"{consumed}) needs the generator state, got None")
+        raise StateError(f"{path}.epoch_start_step: must be <= {path}.step ({step}), got "
+                         f"{start}: the epoch would start after the step it is at")
     device = state["generator_device"]
     if device is not None:
         if not isinstance(device, str):
-            raise StateError(f"state.generator_device: must be None or a device name, got "
-                             f"{device!r}")
+            raise StateError(f"{path}.generator_device: must be None or a device name, got "
+                             f"{show(device)}")
         try:
             torch.device(device)
         except RuntimeError:
-            raise StateError(f"state.generator_device: {device!r} is not a device") from None
+            raise StateError(f"{path}.generator_device: must be a device name, got "
+                             f"{device!r}, which is not a device") from None
+    gen = state["generator"]
+    if gen is None:
+        if consumed > 0:
+            raise StateError(f"{path}.generator: a state saved mid-epoch ({path}.consumed "
+                             f"{consumed}) needs the generator state, got None")
+        return
+    if device is None:
+        raise StateError(f"{path}.generator_device: must name the device of "
+                         f"{path}.generator, got None")
+    check_generator_state(gen, f"{path}.generator", device)

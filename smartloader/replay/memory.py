@@ -6,11 +6,13 @@ priority and saves/loads its whole state exactly.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
 from smartloader.common.progress import Progress
+from smartloader.common.state import (StateError, check_generator_state, check_int, check_same,
+                                      check_tensor, show, strict_keys)
 from smartloader.replay.priority import AlphaSchedule, epr_priority, importance_weights
 
 POLICIES = ("reservoir", "fifo")
@@ -20,7 +22,8 @@ PRIORITIES = ("uniform", "epr")
 #: are recomputed from the losses at each draw because alpha changes over training.
 OVERHEAD_BYTES_PER_SLOT = 4
 
-_STATE_KEYS = frozenset({"capacity", "policy", "seen", "fields", "losses", "generator"})
+_STATE_KEYS = frozenset({"capacity", "policy", "priority", "alpha", "seen", "fields", "losses",
+                         "generator"})
 
 
 def capacity_from(value: int | float, dataset_size: int | None = None) -> int:
@@ -287,38 +290,65 @@ class ReplayMemory:
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: filled records, losses, counters, generator.
 
-        Keys: ``capacity``, ``policy`` (checked on load), ``seen``, ``fields`` (``{name:
-        tensor[len(self), ...]}`` copies, on the memory's device), ``losses`` (float32
-        ``[len(self)]``) and ``generator`` (5056-byte CPU generator state). Size:
-        ``len(self) * (bytes_per_sample + 4)`` bytes plus about 5 KB.
+        Keys: ``capacity``, ``policy``, ``priority`` and ``alpha`` (checked on load), ``seen``,
+        ``fields`` (``{name: tensor[len(self), ...]}`` copies, on the memory's device),
+        ``losses`` (float32 ``[len(self)]``) and ``generator`` (5056-byte CPU generator
+        state). Size: ``len(self) * (bytes_per_sample + 4)`` bytes plus about 5 KB.
         """
         size = len(self)
         stored = {} if self._storage is None else {
             k: t[:size].clone() for k, t in self._storage.items()}
-        return {"capacity": self.capacity, "policy": self.policy, "seen": self._seen,
+        return {"capacity": self.capacity, "policy": self.policy, "priority": self.priority,
+                "alpha": self._alpha_state(), "seen": self._seen,
                 "fields": stored, "losses": self._losses[:size].clone(),
                 "generator": self._generator.get_state()}
 
+    def _alpha_state(self) -> dict:
+        a = self.alpha
+        return {"start": a.start, "end": a.end, "decay": a.decay}
+
+    def check_state(self, state: Any, path: str = "state") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state`` (e.g. a state of another capacity or policy, or whose
+        ``fields`` do not have ``min(seen, capacity)`` rows); changes nothing."""
+        strict_keys(self, state, _STATE_KEYS, path)
+        check_same(state["capacity"], self.capacity, f"{path}.capacity", "memory")
+        for key in ("policy", "priority"):
+            check_same(state[key], getattr(self, key), f"{path}.{key}", "memory")
+        if self.priority == "epr":  # uniform priority never reads alpha
+            check_same(state["alpha"], self._alpha_state(), f"{path}.alpha", "memory")
+        elif not isinstance(state["alpha"], Mapping):
+            raise StateError(f"{path}.alpha: must be a dict, got {show(state['alpha'])}")
+        seen = check_int(state["seen"], f"{path}.seen")
+        size = min(seen, self.capacity)
+        check_tensor(state["losses"], f"{path}.losses", torch.float32, (size,))
+        fields = state["fields"]
+        if not isinstance(fields, Mapping):
+            raise StateError(f"{path}.fields: must be a dict, got {show(fields)}")
+        if (size == 0) != (len(fields) == 0):
+            raise StateError(f"{path}.fields: {path}.seen {seen} needs "
+                             f"{'no fields' if size == 0 else 'the stored fields'}, got "
+                             f"{len(fields)} field(s)")
+        for name, t in fields.items():
+            where = f"{path}.fields.{name}"
+            if not isinstance(name, str):
+                raise StateError(f"{path}.fields: field names must be strings, got "
+                                 f"{show(name)}")
+            if not isinstance(t, torch.Tensor) or t.dim() == 0:
+                raise StateError(f"{where}: must be a tensor with a leading dimension of "
+                                 f"{size} rows, got {show(t)}")
+            if t.shape[0] != size:
+                raise StateError(f"{where}: has {t.shape[0]} rows, expected {size} "
+                                 f"(min(seen, capacity))")
+        check_generator_state(state["generator"], f"{path}.generator", "cpu")
+
     def load_state_dict(self, state: Mapping) -> None:
-        """Restore :meth:`state_dict` output; strict: unknown, missing or mismatched keys raise."""
-        keys = set(state)
-        if keys != _STATE_KEYS:
-            raise KeyError(f"replay memory state: missing {sorted(_STATE_KEYS - keys)}, "
-                           f"unexpected {sorted(keys - _STATE_KEYS)}")
-        if state["capacity"] != self.capacity or state["policy"] != self.policy:
-            raise ValueError(
-                f"state is for capacity={state['capacity']} policy={state['policy']!r}, this memory "
-                f"has capacity={self.capacity} policy={self.policy!r}")
-        seen = int(state["seen"])
+        """Restore :meth:`state_dict` output; strict (see :meth:`check_state`): a refused
+        state raises :class:`~smartloader.errors.StateError` and changes nothing."""
+        self.check_state(state)
+        seen = state["seen"]
         size = min(seen, self.capacity)
         fields, losses = state["fields"], state["losses"]
-        if tuple(losses.shape) != (size,):
-            raise ValueError(f"state losses have shape {tuple(losses.shape)}, expected ({size},)")
-        if (size == 0) != (len(fields) == 0):
-            raise ValueError(f"state has seen={seen} but {len(fields)} fields")
-        for name, t in fields.items():
-            if t.shape[0] != size:
-                raise ValueError(f"state field {name!r} has {t.shape[0]} rows, expected {size}")
         if fields:
             self._allocate({k: (tuple(t.shape[1:]), t.dtype) for k, t in fields.items()})
             for name, t in fields.items():
@@ -326,6 +356,6 @@ class ReplayMemory:
         else:
             self._storage = None
         self._losses.fill_(float("inf"))
-        self._losses[:size] = losses.float().cpu()
-        self._generator.set_state(state["generator"])
+        self._losses[:size] = losses.detach().cpu()
+        self._generator.set_state(state["generator"].cpu())
         self._seen = seen

@@ -27,7 +27,8 @@ import torch
 from smartloader.common import batch as B
 from smartloader.errors import ConfigError
 from smartloader.common.progress import Progress
-from smartloader.common.state import strict_keys
+from smartloader.common.state import (StateError, check_generator_state, check_int, show,
+                                      strict_keys)
 from smartloader.replay.config import ReplayConfig
 
 _STATE_KEYS = {"memory", "pending", "template", "generator"}
@@ -233,12 +234,25 @@ class ReplayStage:
                 "template": self.template if self.pending > 0 else None,
                 "generator": self.generator.get_state()}
 
+    def check_state(self, state: Any, path: str = "state.replay") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, _STATE_KEYS, path)
+        self.memory.check_state(state["memory"], f"{path}.memory")
+        owed = self.cfg.k if self.cfg.mode == "steps" else 0
+        pending = check_int(state["pending"], f"{path}.pending", 0, owed)
+        if (pending > 0) != (state["template"] is not None):
+            raise StateError(f"{path}.template: the fresh batch the owed replay steps are "
+                             f"built from is needed exactly when {path}.pending > 0; pending "
+                             f"is {pending}, got {show(state['template'])}")
+        check_generator_state(state["generator"], f"{path}.generator", self.generator.device)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, _STATE_KEYS, "state.replay")
+        self.check_state(state)
         self.memory.load_state_dict(state["memory"])
-        self.pending = int(state["pending"])
+        self.pending = state["pending"]
         self.template = state["template"]
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
         self.passthrough()
 
 
@@ -266,8 +280,11 @@ class NoReplay:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state.replay") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, set(), "state.replay")
+        self.check_state(state)
 
 
 def build_replay_stage(cfg: ReplayConfig | None, loader: Any, batch_size: int | None,

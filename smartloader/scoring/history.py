@@ -20,7 +20,7 @@ import torch
 
 from smartloader.common.readers import as_float, as_str, fail
 from smartloader.common.spec import Field, Section
-from smartloader.common.state import strict_keys
+from smartloader.common.state import check_int, check_same, check_tensor, strict_keys
 
 _UNSEEN = -1
 
@@ -143,17 +143,30 @@ class HistoryScorer:
     def reset_epoch(self, epoch: int) -> None:
         """Nothing: the table is the point of this scorer and outlives epochs."""
 
+    _KEYS = ("loss", "seen", "step", "default", "max_age")
+
     def state_dict(self) -> dict[str, Any]:
-        return {"loss": self._loss.clone(), "seen": self._seen.clone(), "step": self._step}
+        """The table (``loss`` float32 and ``seen`` int64, one entry per sample id), the
+        step of the last :meth:`score`, and ``default`` / ``max_age`` (checked on load)."""
+        return {"loss": self._loss.clone(), "seen": self._seen.clone(), "step": self._step,
+                "default": self.default, "max_age": self.max_age}
+
+    def check_state(self, state: Any, path: str = "state") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, self._KEYS, path)
+        check_same(state["default"], self.default, f"{path}.default", "history scorer")
+        check_same(state["max_age"], self.max_age, f"{path}.max_age", "history scorer")
+        check_int(state["step"], f"{path}.step")
+        loss = check_tensor(state["loss"], f"{path}.loss", torch.float32, (None,), finite=True)
+        check_tensor(state["seen"], f"{path}.seen", torch.int64, (loss.numel(),),
+                     minimum=_UNSEEN)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, {"loss", "seen", "step"})
-        loss = torch.as_tensor(state["loss"], dtype=torch.float32).clone()
-        seen = torch.as_tensor(state["seen"], dtype=torch.int64).clone()
-        if loss.shape != seen.shape or loss.dim() != 1:
-            raise ValueError("HistoryScorer.load_state_dict: 'loss' and 'seen' must be 1-D "
-                             "tensors of the same length")
-        self._loss, self._seen, self._step = loss, seen, int(state["step"])
+        self.check_state(state)
+        self._loss = state["loss"].detach().cpu().clone()
+        self._seen = state["seen"].detach().cpu().clone()
+        self._step = state["step"]
 
 
 def make_history_scorer(values: Mapping[str, Any]) -> HistoryScorer:

@@ -32,8 +32,11 @@ class LowResLossScorer:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, set())
+        self.check_state(state)
 
 
 #: ``{type: low_res_loss}`` has no other keys.

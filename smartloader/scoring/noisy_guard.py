@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from smartloader.common.spec import Field, Section
+from smartloader.common.state import check_same, check_tensor, strict_keys
 
 __all__ = ["flag_extreme", "NoisyLabelGuard", "build_noisy_guard", "make_noisy_guard",
            "NOISY_GUARD"]
@@ -117,14 +118,25 @@ class NoisyLabelGuard:
         level = finite.median() if self.cap_to == "median" else finite.min()
         return torch.where(capped, torch.minimum(scores, level), scores)
 
+    _KEYS = ("streak", "percentile", "patience", "cap_to")
+
     def state_dict(self) -> dict[str, Any]:
-        return {"streak": self._streak.clone()}
+        """The streak table and the settings it was counted with (checked on load)."""
+        return {"streak": self._streak.clone(), "percentile": self.percentile,
+                "patience": self.patience, "cap_to": self.cap_to}
+
+    def check_state(self, state: Any, path: str = "state") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, self._KEYS, path)
+        for key in ("percentile", "patience", "cap_to"):
+            check_same(state[key], getattr(self, key), f"{path}.{key}", "guard")
+        check_tensor(state["streak"], f"{path}.streak", torch.int32, (None,), minimum=0)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if set(state) != {"streak"}:
-            raise ValueError(f"NoisyLabelGuard.load_state_dict: expected keys ['streak'], "
-                             f"got {sorted(state)}")
-        self._streak = torch.as_tensor(state["streak"], dtype=torch.int32).clone()
+        self.check_state(state)
+        self._streak = state["streak"].detach().cpu().clone()
+        self.last_capped = 0
 
 
 def make_noisy_guard(values: Mapping[str, Any]) -> NoisyLabelGuard:

@@ -33,7 +33,8 @@ import torch
 
 from smartloader.common.readers import as_list, as_str, fail, join
 from smartloader.common.spec import Field, Section
-from smartloader.common.state import strict_keys
+from smartloader.common.state import (StateError, check_bool, check_int, check_number,
+                                      check_same, check_tensor, strict_keys)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -256,25 +257,62 @@ class ProxyScorer:
         """IMPON's weight reset: forget the regressor and its bank at every epoch start."""
         self._reset_weights()
 
+    _KEYS = ("w", "b", "mu", "sd", "bank_ctx", "bank_loss", "filled", "pos", "fitted",
+             "weight_norm", "features", "lr", "refresh_every", "bank", "field")
+
     def state_dict(self) -> dict[str, Any]:
+        """The regressor, its bank, and the settings it was fitted with (checked on load)."""
         return {"w": self._w.clone(), "b": self._b.clone(), "mu": self._mu.clone(),
                 "sd": self._sd.clone(), "bank_ctx": self._bank_ctx.clone(),
                 "bank_loss": self._bank_loss.clone(), "filled": self._filled, "pos": self._pos,
-                "fitted": self._fitted, "weight_norm": self.weight_norm}
+                "fitted": self._fitted, "weight_norm": self.weight_norm,
+                "features": list(self.features), "lr": self.lr,
+                "refresh_every": self.refresh_every, "bank": self.bank, "field": self.field}
+
+    def check_state(self, state: Any, path: str = "state") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, self._KEYS, path)
+        hint = " (features or bank changed?)"
+        check_same(state["features"], list(self.features), f"{path}.features", "scorer", hint)
+        check_same(state["bank"], self.bank, f"{path}.bank", "scorer", hint)
+        for key in ("lr", "refresh_every", "field"):
+            check_same(state[key], getattr(self, key), f"{path}.{key}", "scorer")
+        dim = len(self.features) + 1
+        f32 = torch.float32
+        # the regressor and the contexts come from the data and may hold NaN (a NaN input);
+        # losses enter the bank only when finite, and a degenerate sd is replaced by 1
+        check_tensor(state["w"], f"{path}.w", f32, (dim,))
+        check_tensor(state["b"], f"{path}.b", f32, ())
+        check_tensor(state["mu"], f"{path}.mu", f32, (dim,))
+        sd = check_tensor(state["sd"], f"{path}.sd", f32, (dim,))
+        if not bool((sd > 0).all()):
+            raise StateError(f"{path}.sd: must hold standard deviations > 0, got "
+                             f"{sd.min().item()}")
+        check_tensor(state["bank_ctx"], f"{path}.bank_ctx", f32, (self.bank, dim))
+        check_tensor(state["bank_loss"], f"{path}.bank_loss", f32, (self.bank,), finite=True)
+        filled = check_int(state["filled"], f"{path}.filled", 0, self.bank)
+        # the bank fills in order, so until it is full the next slot is the next empty one
+        pos = check_int(state["pos"], f"{path}.pos", 0, self.bank - 1)
+        if filled < self.bank and pos != filled:
+            raise StateError(f"{path}.pos: must equal {path}.filled ({filled}) until the "
+                             f"bank is full, got {pos}")
+        fitted = check_bool(state["fitted"], f"{path}.fitted")
+        if fitted != (filled > 0):
+            raise StateError(f"{path}.fitted: must be {filled > 0} with {path}.filled "
+                             f"{filled} (the regressor is fitted once it has data), got "
+                             f"{fitted}")
+        check_number(state["weight_norm"], f"{path}.weight_norm", finite=False)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, {"w", "b", "mu", "sd", "bank_ctx", "bank_loss", "filled",
-                                  "pos", "fitted", "weight_norm"})
-        if tuple(state["bank_ctx"].shape) != tuple(self._bank_ctx.shape):
-            raise ValueError(f"ProxyScorer.load_state_dict: bank_ctx has shape "
-                             f"{tuple(state['bank_ctx'].shape)}, expected "
-                             f"{tuple(self._bank_ctx.shape)} (features or bank changed?)")
-        self._w, self._b = state["w"].clone().float(), state["b"].clone().float()
-        self._mu, self._sd = state["mu"].clone().float(), state["sd"].clone().float()
-        self._bank_ctx = state["bank_ctx"].clone().float()
-        self._bank_loss = state["bank_loss"].clone().float()
-        self._filled, self._pos = int(state["filled"]), int(state["pos"])
-        self._fitted, self.weight_norm = bool(state["fitted"]), float(state["weight_norm"])
+        self.check_state(state)
+        self._w, self._b = state["w"].detach().cpu().clone(), state["b"].detach().cpu().clone()
+        self._mu = state["mu"].detach().cpu().clone()
+        self._sd = state["sd"].detach().cpu().clone()
+        self._bank_ctx = state["bank_ctx"].detach().cpu().clone()
+        self._bank_loss = state["bank_loss"].detach().cpu().clone()
+        self._filled, self._pos = state["filled"], state["pos"]
+        self._fitted, self.weight_norm = state["fitted"], float(state["weight_norm"])
         self._pool_ctx = self._pool_ids = None
 
 

@@ -18,6 +18,8 @@ The loader calls every scorer through the :class:`Scorer` protocol, once per sel
   samples (a ``dict``) when they are not the whole pool.
 - ``reset_epoch(epoch)``: called by the loader at each epoch start.
 - ``state_dict()`` / ``load_state_dict(state)``: strict; ``{}`` when stateless.
+  ``check_state(state, path)`` raises :class:`~smartloader.errors.StateError` naming the
+  entry (under ``path``) unless ``load_state_dict`` would accept ``state``, changing nothing.
 - ``needs_weight_norm`` (class attribute, default absent/False): when true the loader calls
   ``scorer.set_context(weight_norm)`` with :func:`smartloader.scoring.proxy.model_weight_norm`
   of the live model before each :meth:`score`.
@@ -58,6 +60,8 @@ class Scorer(Protocol):
     def reset_epoch(self, epoch: int) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
+
+    def check_state(self, state: Any, path: str = "state") -> None: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 

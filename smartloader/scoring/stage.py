@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import torch
 
 from smartloader.common import batch as B
-from smartloader.common.state import strict_keys
 from smartloader.common.spec import Values
+from smartloader.common.state import StateError, check_int, strict_keys
 from smartloader.scoring.noisy_guard import NOISY_GUARD, make_noisy_guard
 from smartloader.scoring.proxy import model_weight_norm
 from smartloader.scoring.scorers import SCORER, make_scorer
@@ -119,12 +119,24 @@ class ScoringStage:
                 "noisy_guard": None if self.guard is None else self.guard.state_dict(),
                 "forwards": self.forwards, "skipped": self.skipped}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, self._KEYS, "state.scoring")
+    def check_state(self, state: Any, path: str = "state.scoring") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, self._KEYS, path)
+        check_int(state["forwards"], f"{path}.forwards")
+        check_int(state["skipped"], f"{path}.skipped")
         if (state["noisy_guard"] is None) != (self.guard is None):
-            raise ValueError("state.scoring.noisy_guard: saved with a different config")
+            raise StateError(f"{path}.noisy_guard: saved with a different config (saved "
+                             f"{'no guard' if state['noisy_guard'] is None else 'a guard'}, "
+                             f"this loader has {'none' if self.guard is None else 'one'})")
+        self.scorer.check_state(state["scorer"], f"{path}.scorer")
+        if self.guard is not None:
+            self.guard.check_state(state["noisy_guard"], f"{path}.noisy_guard")
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.check_state(state)
         self.scorer.load_state_dict(state["scorer"])
         if self.guard is not None:
             self.guard.load_state_dict(state["noisy_guard"])
-        self.forwards, self.skipped = int(state["forwards"]), int(state["skipped"])
+        self.forwards, self.skipped = state["forwards"], state["skipped"]
         self._last = None

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from smartloader.common.state import strict_keys
+from smartloader.common.state import check_int, strict_keys
 from smartloader.selection.ranked import gumbel_top_k
 from smartloader.selection.rules import RankedSelector, SelectiveBackprop, Selector, TopKSelector
 
@@ -74,13 +74,18 @@ class Chooser:
         return {"selectors": {n: s.state_dict() for n, s in self.selectors.items()},
                 "fallbacks": int(self.fallbacks)}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, {"selectors", "fallbacks"}, "state.selection")
-        saved = state["selectors"]
-        if not isinstance(saved, Mapping) or set(saved) != set(self.selectors):
-            got = sorted(saved) if isinstance(saved, Mapping) else type(saved).__name__
-            raise ValueError(f"state.selection.selectors: saved for phases {got}, this config "
-                             f"has {sorted(self.selectors)}")
+    def check_state(self, state: Any, path: str = "state.selection") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, {"selectors", "fallbacks"}, path)
+        check_int(state["fallbacks"], f"{path}.fallbacks")
+        # one entry per selecting phase of this config
+        strict_keys(self, state["selectors"], set(self.selectors), f"{path}.selectors")
         for name, sel in self.selectors.items():
-            sel.load_state_dict(saved[name])
-        self.fallbacks = int(state["fallbacks"])
+            sel.check_state(state["selectors"][name], f"{path}.selectors.{name}")
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.check_state(state)
+        for name, sel in self.selectors.items():
+            sel.load_state_dict(state["selectors"][name])
+        self.fallbacks = state["fallbacks"]

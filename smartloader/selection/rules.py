@@ -28,7 +28,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import torch
 
 from smartloader.common.spec import Field, Section, Typed
-from smartloader.common.state import strict_keys
+from smartloader.common.state import StateError, check_int, check_same, check_tensor, strict_keys
 from smartloader.selection.ranked import gumbel_top_k, ranked_log_weights, ranked_multinomial
 
 __all__ = [
@@ -54,6 +54,8 @@ class Selector(Protocol):
                generator: torch.Generator | None) -> torch.Tensor: ...
 
     def state_dict(self) -> dict[str, Any]: ...
+
+    def check_state(self, state: Any, path: str = "state") -> None: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
@@ -158,8 +160,11 @@ class UniformSelector:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _load_empty(self, state)
+        self.check_state(state)
 
 
 class TopKSelector:
@@ -172,8 +177,11 @@ class TopKSelector:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _load_empty(self, state)
+        self.check_state(state)
 
 
 class RankedSelector:
@@ -206,8 +214,11 @@ class RankedSelector:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        strict_keys(self, state, (), path)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _load_empty(self, state)
+        self.check_state(state)
 
 
 class SelectiveBackprop:
@@ -261,27 +272,36 @@ class SelectiveBackprop:
         self.push(scores)
         return selective_backprop_select(scores, k, self.history, self.beta, generator)
 
+    _KEYS = ("window", "beta", "ring", "filled", "pos")
+
     def state_dict(self) -> dict[str, Any]:
         ring = self._ring.detach().cpu().clone()  # host read: state_dict, not per step
-        return {"window": self.window, "ring": ring,
+        return {"window": self.window, "beta": self.beta, "ring": ring,
                 "filled": self._filled, "pos": self._pos}
 
+    def check_state(self, state: Any, path: str = "state") -> None:
+        """Raise :class:`~smartloader.errors.StateError` unless :meth:`load_state_dict`
+        would accept ``state``; changes nothing."""
+        strict_keys(self, state, self._KEYS, path)
+        check_same(state["window"], self.window, f"{path}.window", "selector")
+        check_same(state["beta"], self.beta, f"{path}.beta", "selector")
+        ring = check_tensor(state["ring"], f"{path}.ring", torch.float32, (self.window,),
+                            no_nan=True)
+        if bool((ring == float("-inf")).any()):
+            raise StateError(f"{path}.ring: must not hold -inf (non-finite scores are kept "
+                             f"as +inf)")
+        filled = check_int(state["filled"], f"{path}.filled", 0, self.window)
+        # the ring fills in order, so until it is full the next slot is the next empty one
+        pos = check_int(state["pos"], f"{path}.pos", 0, self.window - 1)
+        if filled < self.window and pos != filled:
+            raise StateError(f"{path}.pos: must equal {path}.filled ({filled}) until the "
+                             f"window is full, got {pos}")
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        strict_keys(self, state, {"window", "ring", "filled", "pos"})
-        if state["window"] != self.window:
-            raise ValueError(f"SelectiveBackprop state has window={state['window']}, "
-                             f"this selector has window={self.window}")
-        ring = torch.as_tensor(state["ring"], dtype=torch.float32)
-        if ring.shape != (self.window,):
-            raise ValueError(f"SelectiveBackprop state ring has shape {tuple(ring.shape)}, "
-                             f"expected ({self.window},)")
-        self._ring = ring.clone().to(self._ring.device)
-        self._filled = int(state["filled"])
-        self._pos = int(state["pos"])
-
-
-def _load_empty(owner: object, state: Mapping[str, Any]) -> None:
-    strict_keys(owner, state, set())
+        self.check_state(state)
+        self._ring = state["ring"].detach().clone().to(self._ring.device)
+        self._filled = state["filled"]
+        self._pos = state["pos"]
 
 
 _BUILD = {"uniform": lambda v: UniformSelector(), "topk": lambda v: TopKSelector(),

@@ -64,6 +64,7 @@ def assert_matches_truth(index, image, label):
         assert torch.equal(img, expected.expand_as(img)), f"image for index {i} is wrong"
 
 
+@pytest.mark.slow
 def test_batches_have_indices_images_and_labels(beton):
     adapter = FFCVAdapter.from_beton(beton, batch_size=10, resolution=16, seed=3)
     assert len(adapter) == 7
@@ -134,6 +135,7 @@ def test_set_epoch_replays_an_epoch_order(beton):
     assert not torch.equal(first, second)
 
 
+@pytest.mark.slow
 def test_abandoned_epoch_thread_is_joined(beton):
     adapter = FFCVAdapter.from_beton(beton, batch_size=4, resolution=8, batches_ahead=1)
     it = iter(adapter)

@@ -17,6 +17,7 @@ import smartloader
 from smartloader.pipeline.distributed import gather_losses, global_percentiles
 from smartloader.scoring.model import ModelHandle
 from helpers import PlantedDataset, scorer_model
+from resume_harness import assert_resumes, train_step
 
 SELECT = [{"name": "select", "selection": "ranked", "beta": 1.0}]
 
@@ -99,38 +100,17 @@ def _build_ddp(rank: int, scope: str):
     return ddp, opt, smartloader.wrap(loader, ddp, cfg)
 
 
-def _train(model, opt, loader, steps, record):
-    while len(record) < steps:
-        loader.set_epoch(loader.epoch)
-        for images, labels, index, *_ in loader:
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            record.append(index.tolist())
-            if len(record) == steps:
-                return
-
-
 def scenario_resume(rank: int) -> dict:
+    """The resume harness on every rank (the ranks run its steps in lockstep)."""
     total, cut = 14, 6  # 20 batches of 6 per rank per epoch -> 2 + ~3 steps/epoch: 3+ epochs
     out = {}
     for scope in ("local", "global"):
-        model, opt, loader = _build_ddp(rank, scope)
-        full: list = []
-        _train(model, opt, loader, total, full)
-        model, opt, loader = _build_ddp(rank, scope)
-        first: list = []
-        _train(model, opt, loader, cut, first)
-        saved = {"model": model.state_dict(), "opt": opt.state_dict(),
-                 "loader": loader.state_dict()}
-        model, opt, loader = _build_ddp(rank, scope)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        loader.load_state_dict(saved["loader"])
-        second = list(first)
-        _train(model, opt, loader, total, second)
-        out[scope] = {"full": full, "resumed": second}
+        def build():
+            model, opt, loader = _build_ddp(rank, scope)
+            return loader, model, opt
+        run = assert_resumes(build, total, cut, train_step)
+        out[scope] = {name: [batch[2].tolist() for batch, _ in records]
+                      for name, records in (("full", run.full), ("resumed", run.resumed))}
     return out
 
 

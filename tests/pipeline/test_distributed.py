@@ -55,6 +55,7 @@ def main(tmp_path_factory):
     return run_ranks("main", tmp_path_factory.mktemp("main"))
 
 
+@pytest.mark.slow
 def test_equal_step_counts_with_uneven_shards(main):
     r0, r1 = main[0]["uneven_local"], main[1]["uneven_local"]
     # rank 0 has 10 batches of 4, rank 1 has 7: both read 7 -> pools 2,2,2,1 -> 4 steps.
@@ -65,12 +66,14 @@ def test_equal_step_counts_with_uneven_shards(main):
     assert max(i for e in r0 for b in e for i in b) < 28
 
 
+@pytest.mark.slow
 def test_local_selection_differs_across_ranks(main):
     a, b = main[0]["same_data_local"], main[1]["same_data_local"]
     assert len(a[0]) == len(b[0]) == 4
     assert a != b
 
 
+@pytest.mark.slow
 def test_global_selection_no_deadlock_at_epoch_ends(main):
     g0, g1 = main[0]["uneven_global"], main[1]["uneven_global"]
     # 6 batches each (rank 1: 23 samples, last batch 3), pool_factor 4 -> 2 steps per epoch;
@@ -83,6 +86,7 @@ def test_global_selection_no_deadlock_at_epoch_ends(main):
     assert [len(e) for e in l0] == [len(e) for e in l1] == [3, 3]  # pools 3, 3, 1 batches
 
 
+@pytest.mark.slow
 def test_global_percentiles_match_single_process(main):
     losses = [main[r]["losses"] for r in (0, 1)]
     cat = torch.cat(losses)
@@ -116,6 +120,7 @@ def test_selection_scope_config():
         smartloader.load_config({"selection_scope": "world"})
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_per_rank(main):
     res = [m["resume"] for m in main]
     for rank, r in enumerate(res):
@@ -125,6 +130,7 @@ def test_resume_equals_uninterrupted_per_rank(main):
     assert res[0]["local"]["full"] != res[1]["local"]["full"]  # DistributedSampler shards
 
 
+@pytest.mark.slow
 def test_ddp_syncbatchnorm_scoring_runs_no_collectives(tmp_path):
     r0, r1 = run_ranks("syncbn", tmp_path)
     assert r0["scored"] == 3 and r1["scored"] == 0  # rank 0 scored alone, no hang

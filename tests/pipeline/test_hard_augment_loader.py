@@ -7,6 +7,8 @@ import torch
 import smartloader
 from smartloader import HardAugmentLoader
 from smartloader.augment import BatchAugment
+from smartloader.errors import StateError
+from resume_harness import assert_resumes, assert_same
 
 M = 4
 # Per image i (by index in the dataset), the two views pushed apart: the hardest pair.
@@ -134,19 +136,14 @@ def _run(hal, steps, epochs=2):
 
 @pytest.mark.parametrize("split", [3, 6, 9])   # mid-epoch, at the epoch's end, N/2 = 6
 def test_resume_equals_uninterrupted_run(split):
-    ref = _run(_make(), 12)
+    run = assert_resumes(_make, 12, split)
+    ref = [_flat(batch) for batch, _ in run.full]
     assert len(ref) == 12
-    first = _make()
-    got = _run(first, split)
-    state = first.state_dict()
+    state = run.state
     assert state["position"] == split % 6 or state["position"] == 6
-    second = _make()
-    second.load_state_dict(state)
-    got += _run(second, 12 - split)
-    assert len(got) == len(ref)
-    for g, r in zip(got, ref):
-        assert all(torch.equal(a, b) for a, b in zip(g, r))
+    assert state["step"] == split
     assert not torch.equal(ref[0][0], ref[6][0])         # epochs draw different views
+    assert run.resumed_run.stats.step == 11               # the step counter resumed too
 
 
 def test_global_rng_untouched():
@@ -167,6 +164,39 @@ def test_state_is_strict():
         _make().load_state_dict({k: v for k, v in state.items() if k != "position"})
     with pytest.raises(ValueError, match="state.seed"):
         _make(seed=4).load_state_dict(state)
+
+
+def _mid_epoch_state():
+    hal = _make()
+    _run(hal, 2)
+    return hal.state_dict()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("version", 1, "state.version: saved 1, this loader reads 2"),
+    ("views", 4, "state.views: saved 4, this loader has 3"),
+    ("resolution", 32, "state.resolution: saved 32, this loader has 64"),
+    ("epoch", -1, "state.epoch: must be an integer >= 0, got -1"),
+    ("step", "2", "state.step: must be an integer >= 0, got '2' (str)"),
+    ("position", 7, "state.position: must be an integer in [0, 6], got 7"),
+    ("position", 0, "state.generator: must be None at the start of an epoch"),
+    ("generator", None, "state.generator: a state saved mid-epoch (state.position 2) needs"),
+    ("generator", torch.zeros(5056, dtype=torch.int64), "state.generator: must be a "
+     "torch.Generator state (a 1-D uint8 tensor)"),
+    ("generator", torch.zeros(9, dtype=torch.uint8), "state.generator: not a state of a cpu"),
+    ("generator_device", None, "state.generator_device: must be a device name, got None"),
+    ("generator_device", "tpu9", "state.generator_device: must be a device name, got 'tpu9'"),
+])
+def test_every_entry_is_checked_and_a_refused_state_changes_nothing(key, value, message):
+    hal = _make()
+    _run(hal, 8)                                           # epoch 1, position 2
+    before = hal.state_dict()
+    with pytest.raises(StateError) as info:
+        hal.load_state_dict({**_mid_epoch_state(), key: value})
+    assert str(info.value).startswith(message), str(info.value)
+    assert_same(hal.state_dict(), before)
+    hal.load_state_dict(_mid_epoch_state())                # and a good state still loads
+    assert hal.state_dict()["position"] == 2 and hal.epoch == 0
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -169,6 +169,7 @@ def test_nan_pool_falls_back_and_is_counted(rule, cheap, monkeypatch):
     assert loader.stats.uniform_fallbacks == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["topk", "selective_backprop"])
 def test_choose_draws_a_nan_pool_uniformly(rule):
     phase = Phase("select", 0, None, rule, 1.0)

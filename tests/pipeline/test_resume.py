@@ -1,9 +1,15 @@
-"""Run N steps == run N/2, save, rebuild everything, load, run N/2 — batch for batch."""
+"""Run N steps == run N/2, save, rebuild everything, load, run N/2 — batch for batch.
+
+Every configuration of SmartLoader that holds state resumes through the one harness
+(``tests/resume_harness.py``). Replay, the resolution schedule and the strategy mix have
+their own resume tests next to their other tests.
+"""
 import pytest
 import torch
 
 import smartloader
 from helpers import epoch_loader, trainable_model
+from resume_harness import assert_resumes, loader_build, steps_of, train_step
 
 CFG = {"seed": 5, "total_steps": 60, "pool_factor": 3, "phases": [
     {"name": "warmup", "steps": 7, "selection": "uniform"},
@@ -34,28 +40,44 @@ def _train(model, opt, loader, steps, record):
 @pytest.mark.parametrize("cut", [23, 31, 50])
 def test_resume_equals_uninterrupted(cut):
     total = 70  # crosses phases, several epochs, and total_steps (60)
-    model, opt, loader = _build()
-    full: list = []
-    _train(model, opt, loader, total, full)
+    run = assert_resumes(loader_build(CFG), total, cut, train_step)
+    assert run.state["step"] == cut
+    assert [p for p, _ in steps_of(run.resumed)] == [p for p, _ in steps_of(run.full)]
+    assert {p for p, _ in steps_of(run.full)} == {"warmup", "select", "cooldown"}
 
-    model, opt, loader = _build()
-    first: list = []
-    _train(model, opt, loader, cut, first)
-    saved = {"model": model.state_dict(), "opt": opt.state_dict(),
-             "loader": loader.state_dict()}
 
-    model, opt, loader = _build()  # fresh objects, as after a restart
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["opt"])
-    loader.load_state_dict(saved["loader"])
-    assert loader.state_dict() == saved["loader"] or loader.state_dict()["step"] == cut
-    second = list(first)
-    _train(model, opt, loader, total, second)
+def _phases(selection, **extra):
+    return [{"name": "warmup", "steps": 4, "selection": "uniform"},
+            {"name": "select", "selection": selection, **extra}]
 
-    assert [p for _, p in second] == [p for _, p in full]
-    for step, ((a, _), (b, _)) in enumerate(zip(second, full)):
-        assert torch.equal(a, b), f"batch {step} differs after resuming at {cut}"
-    assert {p for _, p in full} == {"warmup", "select", "cooldown"}
+
+#: one configuration per stateful part of SmartLoader (each with a selection phase)
+CONFIGS = {
+    "default": {"total_steps": 40},
+    "history": {"index_key": 2, "scorer": {"type": "history", "max_age": 6},
+                "phases": _phases("ranked")},
+    "proxy": {"scorer": {"type": "proxy", "refresh_every": 3, "bank": 32},
+              "phases": _phases("ranked")},
+    "selective_backprop": {"phases": _phases("selective_backprop", beta=2.0, window=24)},
+    "topk": {"phases": _phases("topk")},
+    "noisy_guard": {"index_key": 2, "noisy_guard": {"percentile": 0.8, "patience": 2},
+                    "phases": _phases("ranked")},
+    "mixup": {"batch_transform": {"type": "mixup", "alpha": 0.4, "num_classes": 2},
+              "phases": _phases("ranked")},
+    "cutmix": {"batch_transform": {"type": "cutmix", "num_classes": 2},
+               "phases": _phases("ranked")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+# 6: mid-epoch, selecting; 13: (most configs) right after an epoch's last batch, so the
+# resumed epoch has nothing left to yield
+@pytest.mark.parametrize("cut", [6, 13])
+def test_every_stateful_part_resumes(name, cut):
+    cfg = {"seed": 2, "pool_factor": 3, **CONFIGS[name]}
+    run = assert_resumes(loader_build(cfg), 26, cut, train_step)
+    assert "select" in {p for p, _ in steps_of(run.full)}
+    assert run.state["step"] == cut
 
 
 def test_resume_with_workers_and_len():

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 import smartloader
 from smartloader.errors import ConfigError
 from helpers import PlantedDataset, scorer_model
+from resume_harness import assert_resumes, loader_build, steps_of, train_step
 
 
 def _cfg(selection="ranked", **top):
@@ -133,44 +134,13 @@ def _build():
     return model, opt, smartloader.wrap(epoch_loader(), model, RESUME_CFG)
 
 
-def _train(model, opt, loader, steps, record):
-    while len(record) < steps:
-        loader.set_epoch(loader.epoch)
-        for images, labels, index, *_ in loader:
-            losses = smartloader.scoring.default_loss(model(images), labels)
-            loader.report_losses(losses)
-            opt.zero_grad()
-            losses.mean().backward()
-            opt.step()
-            record.append((index.clone(), labels.clone(), loader.stats.phase))
-            if len(record) == steps:
-                return
-
-
 @pytest.mark.parametrize("cut", [3, 17])
 def test_resume_selective_backprop_history_mixup(cut):
-    """Run 30 steps == run ``cut``, save, rebuild, load, run the rest (tests/pipeline/test_resume.py):
+    """Run 30 steps == run ``cut``, save, rebuild, load, run the rest (the resume harness):
     the selective_backprop window, the history table and the MixUp generator are restored."""
-    total = 30
-    model, opt, loader = _build()
-    full: list = []
-    _train(model, opt, loader, total, full)
-
-    model, opt, loader = _build()
-    first: list = []
-    _train(model, opt, loader, cut, first)
-    saved = {"model": model.state_dict(), "opt": opt.state_dict(), "loader": loader.state_dict()}
-    assert set(saved["loader"]["selection"]["selectors"]) == {"select"}
-
-    model, opt, loader = _build()
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["opt"])
-    loader.load_state_dict(saved["loader"])
-    second = list(first)
-    _train(model, opt, loader, total, second)
-    assert [r[2] for r in second] == [r[2] for r in full]
-    for step, (a, b) in enumerate(zip(second, full)):
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), f"step {step} differs"
+    run = assert_resumes(loader_build(RESUME_CFG), 30, cut, train_step)
+    assert set(run.state["selection"]["selectors"]) == {"select"}
+    assert [p for p, _ in steps_of(run.resumed)] == [p for p, _ in steps_of(run.full)]
 
 
 def test_strategy_state_is_strict():

@@ -1,11 +1,12 @@
 """The replay: section inside SmartLoader (GitHub issue 4): modes, phases, weights, resume."""
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 import smartloader
 from smartloader.errors import ConfigError
 from helpers import PlantedDataset, scorer_model
+from resume_harness import assert_resumes, loader_build, steps_of, train_step
 
 
 class U8Dataset(Dataset):
@@ -191,67 +192,45 @@ RESUME_CFG = {"seed": 5, "total_steps": 60, "pool_factor": 2, "index_key": 2, "p
     "replay": {"capacity": 0.2, "k": 2, "priority": {"type": "epr"}, "join_pool": True}}
 
 
-def _build(cfg):
-    from helpers import trainable_model
-    model, opt = trainable_model()
-    dl = DataLoader(PlantedDataset(n=90, hard_every=5), batch_size=10, shuffle=True,
-                    generator=torch.Generator().manual_seed(1))
-    return model, opt, smartloader.wrap(dl, model, cfg)
+class EpochShuffle(Sampler):
+    """A shuffled order that is a function of the epoch (so a run can be resumed)."""
+
+    def __init__(self, n):
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(100 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
 
 
-def _train(model, opt, loader, steps, record):
-    while len(record) < steps:
-        loader.set_epoch(loader.epoch)
-        # a DataLoader with a seeded shuffle generator: same order per epoch position is
-        # not guaranteed across restarts, so reseed it from the epoch (deterministic per epoch)
-        loader.loader.generator.manual_seed(100 + loader.epoch)
-        for images, labels, index, *_ in loader:
-            losses = torch.nn.functional.cross_entropy(model(images.float()), labels,
-                                                       reduction="none")
-            w = loader.replay_weights
-            opt.zero_grad()
-            (losses * w).mean().backward()
-            opt.step()
-            loader.report_losses(losses.detach())
-            record.append((index.clone(), images.clone(), loader.stats.replayed,
-                           loader.stats.phase))
-            if len(record) == steps:
-                return
+def _data():
+    ds = PlantedDataset(n=90, hard_every=5)
+    return DataLoader(ds, batch_size=10, sampler=EpochShuffle(len(ds)))
+
+
+def _step(run, i, batch):
+    """The training step (replay-weighted losses, reported back), and what the step says."""
+    loader = run[0]
+    train_step(run, i, batch)
+    return loader.stats.replayed, loader.stats.phase
 
 
 @pytest.mark.parametrize("mode", ["steps", "mix"])
 @pytest.mark.parametrize("cut", [20, 22])  # 20: after a fresh step; 22: between replays
-def test_resume_equals_uninterrupted_with_nonempty_memory(tmp_path, cut, mode):
+def test_resume_equals_uninterrupted_with_nonempty_memory(cut, mode):
     cfg = dict(RESUME_CFG)
     if mode == "mix":
         cfg["replay"] = {"capacity": 0.2, "mode": "mix", "fraction": 0.3,
                          "priority": {"type": "epr"}}
-    total = 44
-    model, opt, loader = _build(cfg)
-    full: list = []
-    _train(model, opt, loader, total, full)
-    assert sum(r for _, _, r, _ in full) > 0
-
-    model, opt, loader = _build(cfg)
-    first: list = []
-    _train(model, opt, loader, cut, first)
-    assert len(loader.replay_memory) > 0
-    path = tmp_path / "ckpt.pt"
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                "loader": loader.state_dict()}, path)
-
-    model, opt, loader = _build(cfg)
-    saved = torch.load(path, weights_only=False)
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["opt"])
-    loader.load_state_dict(saved["loader"])
-    second = list(first)
-    _train(model, opt, loader, total, second)
-    assert len(second) == len(full)
-    for i, (a, b) in enumerate(zip(full, second)):
-        assert torch.equal(a[0], b[0]), i
-        assert torch.equal(a[1], b[1]), i
-        assert a[2:] == b[2:], i
+    run = assert_resumes(loader_build(cfg, _data), 44, cut, _step)
+    assert sum(r for r, _ in steps_of(run.full)) > 0
+    assert len(run.interrupted[0].replay_memory) > 0
 
 
 def test_state_is_strict_about_replay():

@@ -74,6 +74,7 @@ def test_reservoir_batched_equals_one_at_a_time(sizes):
     assert torch.equal(one._generator.get_state(), batched._generator.get_state())
 
 
+@pytest.mark.slow
 def test_reservoir_is_uniform_over_the_stream():
     """Inclusion counts over 1000 seeded trials: chi-square against capacity/N for each item."""
     total, capacity = 20, 5

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from smartloader.common.progress import Progress
+from smartloader.errors import StateError
 from smartloader.replay import AlphaSchedule, ReplayMemory
+from resume_harness import assert_resumes, assert_same
 
 TOTAL = 24
 
@@ -13,34 +15,23 @@ def make(policy):
                         seed=11)
 
 
-def run(memory, steps, log):
+def step(memory, step, _):
     """One-pass loop: add a fresh batch (with losses half the time), draw, update losses."""
-    for step in steps:
-        index = torch.arange(step * 3, step * 3 + 3)
-        fresh = {"input": (index % 256).to(torch.uint8).view(3, 1).expand(3, 4).contiguous(),
-                 "index": index}
-        memory.add(fresh, losses=index.float() / 10 if step % 2 else None)
-        fields, slots, weights = memory.sample(4, Progress(step, total_steps=TOTAL))
-        memory.update_losses(slots, (fields["index"] % 7).float())
-        log.append((fields["index"].clone(), slots.clone(), weights.clone()))
+    index = torch.arange(step * 3, step * 3 + 3)
+    fresh = {"input": (index % 256).to(torch.uint8).view(3, 1).expand(3, 4).contiguous(),
+             "index": index}
+    memory.add(fresh, losses=index.float() / 10 if step % 2 else None)
+    fields, slots, weights = memory.sample(4, Progress(step, total_steps=TOTAL))
+    memory.update_losses(slots, (fields["index"] % 7).float())
+    return fields["index"].clone(), slots.clone(), weights.clone()
 
 
 @pytest.mark.parametrize("policy", ["reservoir", "fifo"])
-def test_resume_equals_uninterrupted_run(policy, tmp_path):
-    straight, straight_log = make(policy), []
-    run(straight, range(TOTAL), straight_log)
-
-    first, resumed_log = make(policy), []
-    run(first, range(TOTAL // 2), resumed_log)
-    assert len(first) == 6                             # the memory is full when saved
-    torch.save(first.state_dict(), tmp_path / "memory.pt")
-    second = make(policy)
-    second.load_state_dict(torch.load(tmp_path / "memory.pt"))
-    run(second, range(TOTAL // 2, TOTAL), resumed_log)
-
-    assert len(straight_log) == len(resumed_log) == TOTAL
-    for (a_idx, a_slot, a_w), (b_idx, b_slot, b_w) in zip(straight_log, resumed_log):
-        assert torch.equal(a_idx, b_idx) and torch.equal(a_slot, b_slot) and torch.equal(a_w, b_w)
+def test_resume_equals_uninterrupted_run(policy):
+    run = assert_resumes(lambda: make(policy), TOTAL, TOTAL // 2, step)
+    assert len(run.interrupted) == 6                   # the memory is full when saved
+    straight, second = run.full_run, run.resumed_run
+    assert len(run.full) == len(run.resumed) == TOTAL
     for name in ("input", "index"):
         assert torch.equal(straight._storage[name], second._storage[name])
     assert torch.equal(straight._losses, second._losses) and straight.seen == second.seen
@@ -83,9 +74,9 @@ def test_load_state_dict_is_strict():
     memory = make("reservoir")
     memory.add({"x": torch.zeros(3)})
     good = memory.state_dict()
-    with pytest.raises(KeyError, match="missing"):
+    with pytest.raises(StateError, match="missing"):
         make("reservoir").load_state_dict({k: v for k, v in good.items() if k != "seen"})
-    with pytest.raises(KeyError, match="unexpected"):
+    with pytest.raises(StateError, match="unexpected"):
         make("reservoir").load_state_dict({**good, "extra": 1})
     with pytest.raises(ValueError, match="policy"):
         make("fifo").load_state_dict(good)
@@ -93,3 +84,34 @@ def test_load_state_dict_is_strict():
         ReplayMemory(7, seed=11).load_state_dict(good)
     with pytest.raises(ValueError, match="rows"):
         make("reservoir").load_state_dict({**good, "fields": {"x": torch.zeros(2)}})
+
+
+def test_a_refused_state_leaves_the_memory_as_it_was():
+    memory = make("fifo")
+    memory.add({"x": torch.arange(4.0)}, losses=torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    before = memory.state_dict()
+    other = make("fifo")
+    other.add({"x": torch.arange(10.0, 16.0)})
+    bad = other.state_dict()
+    bad["generator"] = torch.zeros(3, dtype=torch.uint8)      # the last entry checked
+    with pytest.raises(StateError, match=r"^state\.generator: not a state of a cpu"):
+        memory.load_state_dict(bad)
+    assert_same(memory.state_dict(), before)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("priority", "uniform", "state.priority: saved 'uniform', this memory has 'epr'"),
+    ("alpha", {"start": 0.5, "end": 0.5, "decay": "constant"}, "state.alpha: saved"),
+    ("seen", 2.0, "state.seen: must be an integer >= 0, got 2.0 (float)"),
+    ("losses", torch.zeros(3, dtype=torch.float64), "state.losses: must be a tensor of dtype "
+     "float32 and shape (3,)"),
+    ("fields", {"x": torch.tensor(1.0)}, "state.fields.x: must be a tensor with a leading"),
+    ("fields", {0: torch.zeros(3)}, "state.fields: field names must be strings"),
+    ("generator", torch.zeros(5056), "state.generator: must be a torch.Generator state"),
+])
+def test_every_entry_is_checked(key, value, message):
+    memory = make("reservoir")
+    memory.add({"x": torch.zeros(3)})
+    with pytest.raises(StateError) as info:
+        make("reservoir").load_state_dict({**memory.state_dict(), key: value})
+    assert str(info.value).startswith(message), str(info.value)

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 import smartloader
 from smartloader.schedules.applier import replace_field
 from smartloader.schedules import super_progressive_resolution
-from test_resume import _train
+from resume_harness import assert_resumes, loader_build, steps_of, train_step
 
 TOTAL = 40
 RES = {"type": "super_progressive", "min": 8, "max": 32, "increment": 8, "warmup_steps": 4}
@@ -199,33 +199,16 @@ RESUME_CFG = {"seed": 5, "total_steps": 60, "pool_factor": 3,
                          {"name": "cooldown", "fraction": 0.15, "selection": "uniform"}]}
 
 
-def _build_scheduled():
-    from helpers import epoch_loader, trainable_model
-    model, opt = trainable_model(torch.nn.AdaptiveAvgPool2d(4))
-    return model, opt, smartloader.wrap(epoch_loader(),
-                                        model, RESUME_CFG)
+def _scheduled_model():
+    from helpers import trainable_model
+    return trainable_model(torch.nn.AdaptiveAvgPool2d(4))
 
 
 @pytest.mark.parametrize("cut", [23, 41])
 def test_resume_equals_uninterrupted_with_resolution_schedule(cut):
     total = 60
-    model, opt, loader = _build_scheduled()
-    full: list = []
-    _train(model, opt, loader, total, full)
-    sides = {loader.stats.resolution}
-
-    model, opt, loader = _build_scheduled()
-    first: list = []
-    _train(model, opt, loader, cut, first)
-    saved = {"model": model.state_dict(), "opt": opt.state_dict(),
-             "loader": loader.state_dict()}
-    model, opt, loader = _build_scheduled()
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["opt"])
-    loader.load_state_dict(saved["loader"])
-    second = list(first)
-    _train(model, opt, loader, total, second)
-    assert [p for _, p in second] == [p for _, p in full]
-    for step, ((a, _), (b, _)) in enumerate(zip(second, full)):
-        assert torch.equal(a, b), f"batch {step} differs after resuming at {cut}"
+    run = assert_resumes(loader_build(RESUME_CFG, model=_scheduled_model), total, cut,
+                         train_step)
+    sides = {run.full_run[0].stats.resolution}
+    assert [p for p, _ in steps_of(run.resumed)] == [p for p, _ in steps_of(run.full)]
     assert sides == {4}

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smartloader.errors import ConfigError
+from smartloader.errors import ConfigError, StateError
 from smartloader.scoring.noisy_guard import NoisyLabelGuard, build_noisy_guard, flag_extreme
+from resume_harness import assert_resumes, assert_same
 from sampling_helpers import ranked_reference
 
 
@@ -91,3 +92,33 @@ def test_build_noisy_guard_errors(mapping, message):
         build_noisy_guard(mapping, "n")
     assert str(err.value).startswith(message)
     assert build_noisy_guard({}).patience == 3
+
+
+def _guard_step(guard, step, _):
+    ids = torch.arange(8) + (step % 3)
+    scores = torch.sin(ids.float() * 1.7) + (ids == 5).float() * 3   # id 5 always extreme
+    return guard.apply(ids, scores), guard.num_flagged, guard.last_capped
+
+
+def test_guard_resumes_exactly_through_the_harness():
+    run = assert_resumes(lambda: NoisyLabelGuard(0.8, 2, cap_to="min"), 10, 4, _guard_step)
+    assert run.full[-1][1] >= 1                       # something was flagged and capped
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("streak", torch.zeros(4, dtype=torch.int64), "state.streak: must be a tensor of dtype "
+     "int32 and shape (n,)"),
+    ("streak", torch.zeros(2, 2, dtype=torch.int32), "state.streak: must be a tensor"),
+    ("streak", torch.tensor([0, -1], dtype=torch.int32), "state.streak: values must be >= 0"),
+    ("patience", 2, "state.patience: saved 2, this guard has 3"),
+    ("percentile", 0.9, "state.percentile: saved 0.9, this guard has 0.8"),
+    ("cap_to", "min", "state.cap_to: saved 'min', this guard has 'median'"),
+])
+def test_guard_state_checks_every_entry_and_stays_as_it_was(key, value, message):
+    guard = NoisyLabelGuard(0.8, 3)
+    guard.apply(torch.tensor([4, 2, 7, 1, 0]), torch.tensor([0.0, 1.0, 9.0, 2.0, 3.0]))
+    before = guard.state_dict()
+    with pytest.raises(StateError) as info:
+        guard.load_state_dict({**before, key: value})
+    assert str(info.value).startswith(message), str(info.value)
+    assert_same(guard.state_dict(), before)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smartloader.errors import ConfigError
+from smartloader.errors import ConfigError, StateError
 from smartloader.scoring.scorers import (HistoryScorer, LowResLossScorer, ProxyScorer, Scorer,
                                          build_scorer, model_weight_norm, per_sample_features)
+from resume_harness import assert_resumes, assert_same
 
 
 def test_low_res_marker_always_asks_for_the_forward():
@@ -160,3 +161,92 @@ def test_build_scorer_errors_name_the_key(mapping, message):
     with pytest.raises(ConfigError) as err:
         build_scorer(mapping, "s.scorer")
     assert str(err.value).startswith(message)
+
+
+# -- state ----------------------------------------------------------------------------------
+def _history_step(h, step, _):
+    ids = (torch.arange(6) * (step + 1)) % 11
+    scores = h.score({}, ids, step)
+    h.observe(ids[:3], torch.cos(ids[:3].float() + step))
+    return scores, h.ages(ids)
+
+
+def test_history_table_resumes_exactly_through_the_harness():
+    run = assert_resumes(lambda: HistoryScorer("mean", max_age=4), 12, 5, _history_step)
+    assert run.state["loss"].numel() >= 11
+
+
+def _proxy_step(p, step, _):
+    g = torch.Generator().manual_seed(step)
+    x, bright = _brightness_pool(g, 8)
+    p.set_context(1.0 + step / 10)
+    ids = torch.arange(8) + 8 * step
+    scores = p.score({"x": x}, ids, step)
+    if scores is None:
+        p.observe(ids, bright)
+    else:
+        p.observe(ids[:3], bright[:3])
+    if step == 9:
+        p.reset_epoch(1)
+    return scores
+
+
+def test_proxy_resumes_exactly_through_the_harness():
+    assert_resumes(lambda: ProxyScorer(["mean", "edge"], lr=0.1, refresh_every=3, bank=12),
+                   14, 6, _proxy_step)
+
+
+def _tamper(state, key, value):
+    return {**state, key: value(state[key]) if callable(value) else value}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("loss", lambda t: t.double(), "state.loss: must be a tensor of dtype float32"),
+    ("loss", lambda t: torch.full_like(t, float("inf")), "state.loss: must hold finite"),
+    ("seen", lambda t: t[:2], "state.seen: must be a tensor of dtype int64 and shape (3,)"),
+    ("seen", lambda t: t.int(), "state.seen: must be a tensor of dtype int64"),
+    ("seen", lambda t: t - 2, "state.seen: values must be >= -1"),
+    ("step", "4", "state.step: must be an integer >= 0, got '4' (str)"),
+    ("default", 0.5, "state.default: saved 0.5, this history scorer has 'max'"),
+    ("max_age", 2, "state.max_age: saved 2, this history scorer has None"),
+])
+def test_history_state_checks_every_entry_and_stays_as_it_was(key, value, message):
+    h = HistoryScorer()
+    h.score({}, torch.tensor([0, 2]), 4)
+    h.observe(torch.tensor([0, 2]), torch.tensor([0.3, 0.7]))
+    before = h.state_dict()
+    with pytest.raises(StateError) as info:
+        h.load_state_dict(_tamper(before, key, value))
+    assert str(info.value).startswith(message), str(info.value)
+    assert_same(h.state_dict(), before)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("features", ["mean", "max"], "state.features: saved ['mean', 'max'], this scorer has "
+     "['mean', 'std']; it would continue differently (features or bank changed?)"),
+    ("bank", 5, "state.bank: saved 5, this scorer has 4"),
+    ("lr", 0.5, "state.lr: saved 0.5, this scorer has 0.01"),
+    ("refresh_every", 2, "state.refresh_every: saved 2"),
+    ("field", "x", "state.field: saved 'x', this scorer has None"),
+    ("w", lambda t: t[:2], "state.w: must be a tensor of dtype float32 and shape (3,)"),
+    ("b", lambda t: t.reshape(1), "state.b: must be a tensor of dtype float32 and shape ()"),
+    ("sd", lambda t: t * 0, "state.sd: must hold standard deviations > 0"),
+    ("bank_ctx", lambda t: t.T, "state.bank_ctx: must be a tensor of dtype float32 and shape "
+     "(4, 3)"),
+    ("bank_loss", lambda t: t + float("nan"), "state.bank_loss: must hold finite"),
+    ("filled", 5, "state.filled: must be an integer in [0, 4], got 5"),
+    ("pos", 3, "state.pos: must equal state.filled (2) until the bank is full, got 3"),
+    ("fitted", 1, "state.fitted: must be True or False, got 1"),
+    ("fitted", False, "state.fitted: must be True with state.filled 2"),
+    ("weight_norm", "1.0", "state.weight_norm: must be a number"),
+])
+def test_proxy_state_checks_every_entry_and_stays_as_it_was(key, value, message):
+    p = ProxyScorer(["mean", "std"], bank=4)
+    x, bright = _brightness_pool(torch.Generator().manual_seed(0), 2)
+    p.score({"x": x}, None, 0)
+    p.observe(None, bright)
+    before = p.state_dict()
+    with pytest.raises(StateError) as info:
+        p.load_state_dict(_tamper(before, key, value))
+    assert str(info.value).startswith(message), str(info.value)
+    assert_same(p.state_dict(), before)

@@ -35,6 +35,7 @@ def test_beta_zero_is_uniform_chi_square():
     assert _chi_square(counts, expected) < 43.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
 def test_single_draw_matches_eq_4_4(beta):
     """k = 1: P(i) = ((rank_i + 1) / n) ** beta / sum, exactly Eq. 4.4's weights."""

@@ -5,10 +5,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from smartloader.errors import ConfigError
+from smartloader.errors import ConfigError, StateError
 from smartloader.selection.rules import (RankedSelector, SelectiveBackprop, TopKSelector,
                                          UniformSelector, build_selector, history_cdf,
                                          selective_backprop_select, topk_select, uniform_select)
+from resume_harness import assert_resumes, assert_same
 from sampling_helpers import CHI2_999, chi_square, ranked_reference
 
 
@@ -80,21 +81,13 @@ def test_selective_backprop_window_is_a_ring_and_resumes():
     assert sb.history.tolist() == [4.0, float("inf"), 5.0, 6.0]
     assert history_cdf(torch.tensor([5.0]), sb.history).tolist() == [0.75]
 
-    def run(selector, gen, steps, start):
-        out = []
-        for t in range(start, start + steps):
-            scores = torch.sin(torch.arange(12.0) * (t + 1))
-            out.append(selector.select(scores, 5, gen).tolist())
-        return out
+    def step(run, t, _):
+        selector, gen = run
+        scores = torch.sin(torch.arange(12.0) * (t + 1))
+        return selector.select(scores, 5, gen).tolist()
 
-    full = run(SelectiveBackprop(1.0, 16), torch.Generator().manual_seed(0), 10, 0)
-    first, gen = SelectiveBackprop(1.0, 16), torch.Generator().manual_seed(0)
-    half = run(first, gen, 5, 0)
-    state, gen_state = first.state_dict(), gen.get_state()
-    second, gen2 = SelectiveBackprop(1.0, 16), torch.Generator()
-    second.load_state_dict(state)
-    gen2.set_state(gen_state)
-    assert half + run(second, gen2, 5, 5) == full
+    assert_resumes(lambda: (SelectiveBackprop(1.0, 16), torch.Generator().manual_seed(0)),
+                   10, 5, step)
 
 
 def test_selective_backprop_state_is_strict():
@@ -105,6 +98,33 @@ def test_selective_backprop_state_is_strict():
         sb.load_state_dict({"window": 8})
     with pytest.raises(ValueError, match="unexpected"):
         UniformSelector().load_state_dict({"x": 1})
+
+
+def _sb_state(**changes):
+    sb = SelectiveBackprop(1.0, 4)
+    sb.push(torch.tensor([1.0, 2.0]))
+    return {**sb.state_dict(), **changes}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"beta": 2.0}, "state.beta: saved 2.0, this selector has 1.0"),
+    ({"ring": torch.zeros(4, dtype=torch.float64)}, "state.ring: must be a tensor of dtype "
+     "float32 and shape (4,)"),
+    ({"ring": torch.tensor([1.0, float("-inf"), 0.0, 0.0])}, "state.ring: must not hold -inf"),
+    ({"filled": -1}, "state.filled: must be an integer in [0, 4], got -1"),
+    ({"pos": 3}, "state.pos: must equal state.filled (2) until the window is full, got 3"),
+    ({"pos": 4, "filled": 4}, "state.pos: must be an integer in [0, 3], got 4"),
+])
+def test_selective_backprop_checks_every_entry_and_stays_as_it_was(changes, message):
+    sb = SelectiveBackprop(1.0, 4)
+    sb.push(torch.tensor([5.0]))
+    before = sb.state_dict()
+    with pytest.raises(StateError) as info:
+        sb.load_state_dict(_sb_state(**changes))
+    assert str(info.value).startswith(message), str(info.value)
+    assert_same(sb.state_dict(), before)
+    sb.load_state_dict(_sb_state())                         # a good state still loads
+    assert sb.history.tolist() == [1.0, 2.0]
 
 
 def test_ranked_selector_uses_ranked_multinomial():

@@ -1,10 +1,12 @@
 import re
 
+import pytest
 import torch
 
 from smartloader.__main__ import main
 
 
+@pytest.mark.slow
 def test_demo_runs_and_prints_the_table(capsys):
     before = torch.random.get_rng_state()
     assert main(["demo", "--steps", "24", "--batch-size", "32", "--quiet"]) == 0

@@ -32,6 +32,7 @@ def _run(args):
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("uniform", [False, True])
 def test_flagship_trains_and_reports(cifar_dir, uniform):
     steps = 12

@@ -74,8 +74,21 @@ def epoch_steps(model: Consumption, start_step: int, batches: int
 
 
 def steps_in_epoch(model: Consumption, start_step: int, batches: int) -> int:
-    """How many steps an epoch of ``batches`` wrapped batches yields from ``start_step``."""
-    return sum(1 for _ in epoch_steps(model, start_step, batches))
+    """How many steps an epoch of ``batches`` wrapped batches yields from ``start_step``
+    (the count of :func:`epoch_steps`, computed a phase at a time rather than a step at a
+    time, so planning a long run stays cheap)."""
+    step, left = start_step, batches
+    while left > 0:
+        phase = phase_at(model.phases, step)
+        per = model.pool_factor if phase.selects else 1
+        stride = 1 + model.trailing_replays(step)
+        if phase.stop is None or step >= phase.stop:  # the last phase goes on
+            fresh = -(-left // per)
+        else:
+            fresh = min(-(-(phase.stop - step) // stride), -(-left // per))
+        left -= min(fresh * per, left)
+        step += fresh * stride
+    return step - start_step
 
 
 def loader_batch_steps(config, batches_per_epoch: int) -> Iterator[tuple[int, int, int]]:
@@ -114,29 +127,40 @@ def steps_for_epochs(config, epochs: int, batches: int) -> int:
     """``total_steps`` of a run of ``epochs`` epochs of ``batches`` wrapped batches.
 
     The phases depend on ``total_steps`` (fractions) and the steps an epoch yields depend on
-    the phases (a selection step reads ``pool_factor`` batches), so this iterates to the
-    ``total_steps`` that the run yields exactly; if the two never meet (rounding), the
-    smallest ``total_steps`` the run reaches, so every phase is entered.
+    the phases (a selection step reads ``pool_factor`` batches), so this looks for the
+    ``total_steps`` the run yields exactly: by iteration, then among the nearby values. When
+    rounding leaves none, it takes the largest value below what the run yields, so every
+    phase is entered and the run goes a few steps past it (:func:`run_steps` says how many).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ValueError(f"batches must be an integer >= 1, got {batches!r}")
-    total, seen = epochs * batches, []
-    for _ in range(64):
+
+    def yields(total: int) -> int:
         try:
-            got = run_steps(Consumption.of(config, total), epochs, batches)
+            return run_steps(Consumption.of(config, total), epochs, batches)
         except ConfigError as exc:
             raise ConfigError(f"total_epochs: {epochs} epoch(s) of {batches} wrapped batches "
                               f"are about {total} steps, too few for the phases: "
                               f"{exc.problems[0]}") from None
+
+    total, seen = epochs * batches, []
+    for _ in range(64):
+        got = yields(total)
         if got == total:
             return total
+        if got in seen:
+            break
         seen.append(total)
-        if got in seen:  # a cycle: take the smallest total the run still reaches
-            return min(t for t in seen[seen.index(got):] if t <= max(seen))
         total = got
-    return total
+    width = config.pool_factor * epochs + 1
+    lo, hi = max(1, min(seen) - width), max(seen) + width
+    exact = [t for t in range(lo, hi + 1) if yields(t) == t]
+    if exact:
+        return min(exact, key=lambda t: (abs(t - total), t))
+    below = [t for t in range(lo, hi + 1) if yields(t) > t]
+    return max(below) if below else total
 
 
 def epochs_for_steps(config, steps: int, batches: int) -> int:

@@ -132,7 +132,7 @@ def _enter_phase(sl: Any) -> Phase:
                     f", beta {phase.beta:g}" if phase.selects else "")
         sl._last_phase = phase.name
     total = sl.config.total_steps
-    if sl._warn_past_end and step >= total:
+    if sl._warn_past_end and step >= sl._run_end:
         logger.warning("step %d is past total_steps %d; phase %r goes on", step, total,
                        phase.name)
         sl._warn_past_end = False

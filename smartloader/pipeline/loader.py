@@ -18,7 +18,8 @@ from smartloader.config.keys import pool_factor_warnings
 from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED, Phase,
                                         describe_phases)
 from smartloader.config.schema import Config, load_config
-from smartloader.config.steps import Consumption, steps_in_epoch
+from smartloader.config.steps import (Consumption, run_steps, steps_for_epochs, steps_in_epoch,
+                                      unreached_phases)
 from smartloader.common.state import show, strict_keys
 from smartloader.errors import ConfigError, ProbeError, StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
@@ -64,6 +65,66 @@ def _probe_error(exc: Exception, handle: ModelHandle, inputs: torch.Tensor, ik: 
         f"failed with: {type(exc).__name__}: {msg}. If that is not the model's input, set "
         f"input_key (and target_key, now {list(tk)}) in the config; if the model needs "
         f"something else, pass loss_fn= to wrap()")
+
+
+def _length(loader: Any) -> int | None:
+    """``len(loader)``, the smallest over all ranks under torch.distributed; None without."""
+    try:
+        n = len(loader)
+    except TypeError:
+        n = None
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([-1 if n is None else n], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        n = None if int(t) < 0 else int(t)
+    return n
+
+
+def _by_epochs(cfg: Config, loader: Any) -> tuple[Config, int | None]:
+    """``total_epochs`` turned into ``total_steps`` for this loader, and the steps those
+    epochs yield (rounding may leave them a step or two past it); the config and None
+    without it."""
+    if cfg.total_epochs is None:
+        return cfg, cfg.total_steps
+    n = _length(loader)
+    if not n:
+        raise ConfigError(f"total_epochs: SmartLoader derives total_steps from len(loader), "
+                          f"and the wrapped {type(loader).__name__} has "
+                          f"{'no len()' if n is None else 'len() 0'}; give total_steps instead")
+    steps = steps_for_epochs(cfg, cfg.total_epochs, n)
+    logger.info("total_epochs %d of %d wrapped batches: total_steps %d", cfg.total_epochs, n,
+                steps)
+    d = cfg.to_dict()
+    d.pop("total_epochs")
+    derived = load_config({**d, "total_steps": steps})
+    return derived, run_steps(Consumption.of(derived), cfg.total_epochs, n)
+
+
+def _warn_unreached(cfg: Config, loader: Any, phases: tuple, consumption: Consumption) -> None:
+    """The common mistake ``total_steps = epochs * len(loader)``: a selection epoch yields
+    fewer steps, so the last phases are never reached. Warn at wrap(), naming them."""
+    total = cfg.total_steps
+    try:
+        n = len(loader)
+    except TypeError:
+        return
+    if total is None or not n or total % n or not any(p.selects for p in phases):
+        return
+    epochs = total // n
+    got = run_steps(consumption, epochs, n)
+    lost = unreached_phases(phases, got)
+    if got < total and lost:
+        names = ", ".join(f"{p.name!r} (steps {p.start}-{p.stop - 1})" for p in lost)
+        logger.warning(
+            "total_steps %d is %d x len(loader), but %d epoch(s) of %d wrapped batches yield "
+            "only %d steps through SmartLoader (a selection step reads pool_factor %d "
+            "batches), so phase %s is never reached if the loop runs %d epochs; set "
+            "total_epochs: %d instead (SmartLoader derives the steps), or run "
+            "smartloader.epochs_for_steps(loader, %d) epochs", total, epochs, epochs, n, got,
+            cfg.pool_factor, names, epochs, epochs, total)
 
 
 class SmartLoader:
@@ -121,7 +182,7 @@ class SmartLoader:
             raise TypeError("loader is a one-shot iterator (e.g. a generator object); pass "
                             "something that can be iterated once per epoch, such as a "
                             "DataLoader or an object whose __iter__ returns a new generator")
-        cfg = load_config(config, **overrides)
+        cfg, run_end = _by_epochs(load_config(config, **overrides), loader)
         self.config: Config = cfg
         self.loader = loader
         self._phases: tuple[Phase, ...] = cfg.resolve_phases()
@@ -150,7 +211,9 @@ class SmartLoader:
         self._cursor = Cursor()
         self._keys: tuple | None = None
         self._last_phase: str | None = None
-        self._warn_past_end = cfg.total_steps is not None  # warn once when the run goes past it
+        #: the step past which a warning says the run goes on (once)
+        self._run_end = run_end
+        self._warn_past_end = run_end is not None
         self._fallbacks_reported = 0
         if cfg.default_phases and cfg.total_steps is None:
             logger.warning("total_steps not given: using the default phases %s instead of "
@@ -160,6 +223,7 @@ class SmartLoader:
         _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters)
         for line in pool_factor_warnings(self._phases, cfg.pool_factor):
             logger.warning("%s", line)
+        _warn_unreached(cfg, loader, self._phases, self._consumption)
 
     # -- public surface -------------------------------------------------------------------
     @property

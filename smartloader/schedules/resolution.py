@@ -1,4 +1,5 @@
-"""Training-resolution schedules (thesis Ch. 3.3.2, ``ALGORITHMS.md`` §3).
+"""Training-resolution schedules (super progressive learning: §3.3.2 of the thesis, Kocyigit
+2023, "Computation and Data Efficient Techniques for Training Computer Vision Methods").
 
 Pure functions of ``(step, total_steps)`` plus one small frozen class per schedule, built
 from the ``resolution:`` YAML section. Resolutions are square side lengths in pixels.

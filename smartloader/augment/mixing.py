@@ -1,7 +1,6 @@
 """MixUp and CutMix that do not fight selection: score clean samples, mix after selecting.
 
-The thesis (Kocyigit 2023, "Computation and Data Efficient Techniques for Training Computer
-Vision Methods", Ch. 4) finds that selection
+The thesis (Ch. 4, ``../shared/ALGORITHMS.md`` §1 "Known limitations") finds that selection
 gives no speed-up when MixUp is on. A mixed sample's loss says little about either of its
 sources, so scoring mixed pools ranks the mixing noise. Here the loader scores and selects on
 the *unmixed* pool and applies the batch transform only to the chosen batch, which then trains

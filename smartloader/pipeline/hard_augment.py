@@ -1,5 +1,4 @@
-"""Hard Augment (§3.3.3, Eq. 3.10-3.11 of the thesis: Kocyigit 2023, "Computation and Data
-Efficient Techniques for Training Computer Vision Methods").
+"""Hard Augment (thesis §3.3.3, Eq. 3.10-3.11; ``../shared/ALGORITHMS.md`` §4).
 
 For self-supervised training: make ``m`` augmented views of each image (the thesis uses
 m = 4-6; 6 in its ImageNet runs), embed all of them at a low resolution (``r_sel = 64``

@@ -1,5 +1,4 @@
-"""Prioritized replay memory for one-pass training (OPIN: Hu, Li, Calandriello and Gorur 2021,
-"One Pass ImageNet"; docs/replay.md).
+"""Prioritized replay memory for one-pass training (OPIN; ALGORITHMS.md §2, docs/replay.md).
 
 Pure functions: :func:`epr_priority`, :func:`importance_weights`, :func:`alpha_at`,
 :func:`capacity_from`, :func:`reservoir_slots`, :func:`replay_plan`. Classes:

@@ -1,4 +1,4 @@
-"""Bounded replay memory of per-sample records (OPIN: Hu et al. 2021, "One Pass ImageNet").
+"""Bounded replay memory of per-sample records (OPIN, ALGORITHMS.md §2).
 
 Pure functions: :func:`capacity_from`, :func:`fifo_slots`, :func:`reservoir_slots`,
 :func:`last_writer`. Thin class: :class:`ReplayMemory`, which stores records, draws them by

@@ -1,4 +1,4 @@
-"""Replay priorities and importance weights (OPIN: Hu et al. 2021, "One Pass ImageNet").
+"""Replay priorities and importance weights (OPIN, ALGORITHMS.md §2).
 
 Pure functions a user can paste into their own loop:
 

@@ -1,5 +1,4 @@
-"""Training-resolution schedules (super progressive learning: §3.3.2 of the thesis, Kocyigit
-2023, "Computation and Data Efficient Techniques for Training Computer Vision Methods").
+"""Training-resolution schedules (thesis Ch. 3.3.2, ``ALGORITHMS.md`` §3).
 
 Pure functions of ``(step, total_steps)`` plus one small frozen class per schedule, built
 from the ``resolution:`` YAML section. Resolutions are square side lengths in pixels.

@@ -1,8 +1,7 @@
 """``{type: low_res_loss}``: score the pool with the live model at low resolution.
 
-This is the thesis' scorer (Kocyigit 2023, "Computation and Data Efficient Techniques for
-Training Computer Vision Methods", Ch. 4): the loss of a no-grad forward of the pool
-downsampled to ``score_resolution``. The forward itself belongs to
+This is the thesis' scorer (Ch. 4, ``../shared/ALGORITHMS.md`` §1, steps 2-3): the loss of a
+no-grad forward of the pool downsampled to ``score_resolution``. The forward itself belongs to
 the loader (it owns the model handle, the resolution and the loss); this class only marks the
 choice, so :meth:`score` always answers ``None`` ("run the forward").
 """

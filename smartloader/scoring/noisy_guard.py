@@ -3,8 +3,7 @@
 Loss-based selection prefers high-loss samples, and a mislabelled sample keeps a high loss
 however long it is trained on, so selection draws it again and again. The thesis reports this
 as a known limitation (Ch. 4: Food-101, whose labels are noisy, gains only x1.3 instead of
-x1.4-1.7; Kocyigit 2023, "Computation and Data Efficient Techniques for Training Computer
-Vision Methods"). The guard is our addition, in the spirit of the
+x1.4-1.7; ``../shared/ALGORITHMS.md`` §1). The guard is our addition, in the spirit of the
 small-loss criterion of Co-teaching (Han et al. 2018): a sample whose score is above the
 ``percentile`` (default 0.95) of its pool on ``patience`` (default 3) *consecutive*
 appearances is flagged, and while flagged its score is lowered to the pool median

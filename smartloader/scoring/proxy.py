@@ -1,7 +1,7 @@
 """``{type: proxy, features: [mean, std], lr: 0.01, refresh_every: 10, bank: 200}``.
 
-IMPON ("IMPON: Efficient IMPortance sampling with ONline regression for rapid neural network
-training", Ganapathiraman et al. 2022): instead of running the model to score a pool, an
+IMPON (Ganapathiraman et al. 2022, ``../shared/papers/impon-importance-sampling-online-
+regression.txt``, ``ALGORITHMS.md`` §5): instead of running the model to score a pool, an
 online *linear* regressor predicts each sample's loss from a context vector
 ``c_i = [features(x_i); ||W||_F]`` (cheap statistics of the input plus the Frobenius norm of
 the model's weights, a snapshot of how far training is). It is fitted by SGD on true losses

@@ -1,5 +1,4 @@
-"""Ranked multinomial selection (Eq. 4.4 of Kocyigit 2023, "Computation and Data Efficient
-Techniques for Training Computer Vision Methods").
+"""Ranked multinomial selection (Eq. 4.4 of the thesis, ``../shared/ALGORITHMS.md`` §1).
 
 A pool of ``n`` samples is ranked by loss, ascending. Sample ``i`` with rank ``r_i`` gets the
 weight ``((r_i + 1) / n) ** beta`` (its empirical loss percentile, sharpened by the hardness

@@ -1,6 +1,6 @@
 """Selection rules: which ``k`` of the ``n`` pool samples to train on, given their scores.
 
-Every rule exists twice: a pure function you can paste into your own loop, and
+Every rule exists twice (``STYLE.md``): a pure function you can paste into your own loop, and
 a small class built from YAML by :func:`build_selector` that the loader calls through the
 :class:`Selector` protocol::
 
@@ -11,8 +11,7 @@ keep their pool order. All randomness comes from the ``generator`` passed in (th
 it and saves it); ``None`` falls back to torch's default generator and is meant for quick
 experiments only.
 
-Rules (the thesis: Kocyigit 2023, "Computation and Data Efficient Techniques for Training
-Computer Vision Methods"):
+Rules (``../shared/ALGORITHMS.md`` §1, §6):
 
 - ``uniform``: the baseline every benchmark compares against.
 - ``topk``: greedy, keep the ``k`` largest scores. The thesis' ablation (Ch. 4) shows it

@@ -4,8 +4,7 @@
 training resolution changes; :func:`plan_summary` estimates the compute;
 :func:`format_plan` prints both as a table; :func:`plot_plan` draws the schedules.
 
-Cost model (from the thesis, Kocyigit 2023, "Computation and Data Efficient Techniques for
-Training Computer Vision Methods": §4.3 and Eq. 3.9), all relative to one training step at
+Cost model (``ALGORITHMS.md`` §1, §3; thesis Eq. 3.9), all relative to one training step at
 full resolution ``r_max``:
 
 * training step at resolution ``r_t``: ``(r_t / r_max) ** 2`` (compute ~ pixels);

@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     h = {**hyp, **(quick if args.quick else {})}
+    print(f"ffcv_train: smartloader from {os.path.dirname(smartloader.__file__)}, "
+          f"torch {torch.__version__}")
     if args.out is None:
         tmp = tempfile.TemporaryDirectory(prefix="ffcv_train_")
         out = tmp.name

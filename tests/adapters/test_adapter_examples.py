@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -37,10 +38,15 @@ def installed(module: str) -> bool:
 
 
 def run_example(name: str, out: Path, *args: str) -> tuple[dict, str]:
+    # A script's sys.path starts at adapters/, so name this checkout: otherwise an installed
+    # smartloader (e.g. another checkout's editable install) would be the one tested.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     proc = subprocess.run([sys.executable, str(ROOT / "adapters" / name), "--quick",
                            "--out", str(out), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert f"smartloader from {ROOT / 'smartloader'}" in proc.stdout, proc.stdout[:500]
     return json.loads((out / "result.json").read_text()), proc.stdout
 
 
@@ -76,6 +82,7 @@ def check_training(result: dict) -> None:
     assert share["select"] > result["hard_share_data"] + 0.03, share
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not installed("ffcv"), reason="ffcv not installed (bash adapters/install.sh)")
 def test_ffcv_example_trains_from_a_beton_at_the_scheduled_sizes(tmp_path):
     result, stdout = run_example("ffcv_train.py", tmp_path)
@@ -95,6 +102,7 @@ def test_ffcv_example_trains_from_a_beton_at_the_scheduled_sizes(tmp_path):
         "16": 16, "20": 32, "24": 32, "28": 32, "32": 16}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (installed("nvidia.dali") and installed("PIL")),
                     reason="nvidia-dali or pillow not installed (bash adapters/install.sh)")
 def test_dali_example_trains_from_png_files_at_the_scheduled_sizes(tmp_path):

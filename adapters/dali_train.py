@@ -21,9 +21,11 @@ Measured on a 2-core x86 CPU shared with other jobs (load average 1.7-3.6), no G
 2.13.0+cpu (1 thread, see ``torch_threads``), nvidia-dali-cuda120 2.4.0 running its CPU
 operators. The run is seeded, so the accuracy repeats; the time depends on the load:
 
-    python adapters/dali_train.py          320 steps: 95.90 % test accuracy in 17.0 / 37.4 s
-                                           (2 runs; ~25-60 s with start-up and PNG writing)
-    python adapters/dali_train.py --quick  60 steps: 84.38 % in 2.1-3.9 s (4 runs; 512 images)
+    python adapters/dali_train.py          320 steps: 95.90 % test accuracy in 17.0 / 37.4 /
+                                           28.4 s of training (3 runs; 25-60 s with start-up
+                                           and PNG writing)
+    python adapters/dali_train.py --quick  60 steps: 84.38 % in 2.1-3.9 s (6 runs; 512 images;
+                                           10-15 s with start-up)
 
 In the selection phase 29% of the trained images are hard ones, against 19% in the data.
 

@@ -26,10 +26,11 @@ Measured on a 2-core x86 CPU shared with other jobs (load average 1.7-3.6), no G
 in epoch 0 (9-15 s); FFCV's crops and flips draw from numba's RNG, which is not seeded here,
 so accuracy differs from run to run:
 
-    python adapters/ffcv_train.py          320 steps: 95.90 / 93.55 / 96.97 % test accuracy
-                                           in 32.5 / 25.1 / 39.1 s (3 runs; ~45 s with start-up)
-    python adapters/ffcv_train.py --quick  80 steps: 83.98-87.89 % in 9.8-16.5 s (4 runs;
-                                           512 training images; ~25-40 s with start-up)
+    python adapters/ffcv_train.py          320 steps: 95.90 / 93.55 / 96.97 / 96.19 / 96.00 %
+                                           test accuracy (median 96.00 %) in 25.1-39.1 s of
+                                           training (5 runs; 43-48 s with start-up)
+    python adapters/ffcv_train.py --quick  80 steps: 83.98-88.67 % in 9.8-16.5 s (6 runs;
+                                           512 training images; 23-38 s with start-up)
 
 In the selection epochs 28-29% of the trained images are hard ones, against 19% in the data
 (the uniform epochs: 19%).

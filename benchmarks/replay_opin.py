@@ -8,9 +8,9 @@ model, optimiser, batch size, batched augmentation and linearly decaying learnin
 everywhere; only where the samples come from differs. The memory is used directly in a plain
 loop (reservoir insertion, EPR priority with alpha 1 -> 0, importance-weighted replay loss).
 
-    OMP_NUM_THREADS=1 python benchmarks/replay_opin.py --quick     # ~1-2 min, 2,000-image stream
-    OMP_NUM_THREADS=1 python benchmarks/replay_opin.py             # full 60,000-sample stream
-    OMP_NUM_THREADS=1 python benchmarks/replay_opin.py --quick --wrap  # replay runs through
+    OMP_NUM_THREADS=1 python benchmarks/replay_opin.py --data DIR --quick  # ~1-2 min, 2,000 images
+    OMP_NUM_THREADS=1 python benchmarks/replay_opin.py --data DIR          # full 60,000-sample stream
+    OMP_NUM_THREADS=1 python benchmarks/replay_opin.py --data DIR --quick --wrap  # replay through
                                   # smartloader.wrap with a replay: section (the product path)
 
 Writes ``<out>/replay_opin[_quick].json`` (every run) and ``.md`` (OPIN-shaped table, mean ±
@@ -46,8 +46,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from smartloader.common.progress import Progress
 from smartloader.replay import AlphaSchedule, ReplayMemory, ReplayScheduler
-
-DATA = Path("/work/shared/data/fashion-mnist")
 
 # Hyperparameters (units in comments).
 HP = {
@@ -240,7 +238,8 @@ def main() -> None:
                              "and memories, 2,000 test images): a middle size between --quick "
                              "and the full 60,000")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--data", type=Path, default=DATA, help="folder of the four IDX .gz files")
+    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
+                        help="Fashion-MNIST folder with the four IDX .gz files (required)")
     parser.add_argument("--wrap", action="store_true",
                         help="run the replay runs through smartloader.wrap (replay: section) "
                              "instead of the hand-written loop; writes *_wrap.json/.md")

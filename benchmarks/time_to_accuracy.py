@@ -1,4 +1,4 @@
-"""Time to accuracy: uniform vs SmartLoader on the same model and schedule (GitHub issue 8).
+"""Time to accuracy: uniform vs SmartLoader on the same model and schedule.
 
 For each seed the methods run back to back (interleaved), so machine load hits both alike.
 Every ``--eval-every`` steps the model is evaluated on a fixed validation set; evaluation time
@@ -10,16 +10,21 @@ is excluded from the wall clock. Reported:
 - accuracy at equal wall-clock budgets (last evaluation at or before the budget);
 - a PNG of accuracy vs wall time, JSON and a markdown table under ``benchmarks/results/``.
 
-    python benchmarks/time_to_accuracy.py fmnist          # ~6 min on 2 CPU cores
-    python benchmarks/time_to_accuracy.py cifar10
-    python benchmarks/time_to_accuracy.py fmnist --selectors ranked topk --score-resolution 10
+    python benchmarks/time_to_accuracy.py fmnist --data path/to/fashion-mnist   # ~6 min, 2 cores
+    python benchmarks/time_to_accuracy.py cifar10 --data path/to/cifar-10
+    python benchmarks/time_to_accuracy.py fmnist --data path/to/fashion-mnist \
+        --selectors ranked topk --score-resolution 10
+
+``--data DIR`` is required: MNIST/Fashion-MNIST IDX files (``train-images-idx3-ubyte[.gz]``)
+or the CIFAR-10 binary batches (``data_batch_1..5.bin``); nothing is downloaded.
 
 Budget mode (``--fractions``) instead trains every method to completion at several step
 budgets, each with the whole schedule compressed to it, and compares *final* accuracy against
 wall time; the target is uniform at 1.0, and SmartLoader methods may run longer budgets (>1)
 that still cost less wall time. The results in docs/results.md:
 
-    python benchmarks/time_to_accuracy.py cifar10 --steps 1500 --fractions 0.8 1.0 1.1 1.2 \
+    python benchmarks/time_to_accuracy.py cifar10 --data path/to/cifar-10 --steps 1500 \
+        --fractions 0.8 1.0 1.1 1.2 \
         --selectors schedule ranked --resolution super_progressive:16:32:8 --scorer history \
         --threads 1 --tag _budget                                  # ~20 min
     python benchmarks/time_to_accuracy.py --from-json benchmarks/results/X.json  # re-tabulate
@@ -43,10 +48,10 @@ from smartloader.tools.datasets import ShuffledBatches, load_image_dir
 from smartloader.tools.demo import SmallCNN
 from smartloader.tools.progress_bar import ProgressBar
 
-DATASETS = {  # name: (directory, default steps, width, score resolution)
-    "fmnist": ("/work/shared/data/fashion-mnist", 1500, 16, 14),
-    "mnist": ("/work/shared/data/mnist", 1500, 16, 14),
-    "cifar10": ("/work/shared/data/cifar-10", 1200, 16, 16),
+DATASETS = {  # name: (default steps, width, score resolution)
+    "fmnist": (1500, 16, 14),
+    "mnist": (1500, 16, 14),
+    "cifar10": (1200, 16, 16),
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -385,7 +390,8 @@ def _remake(path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset", nargs="?", choices=sorted(DATASETS))
-    p.add_argument("--data", help="dataset directory (default: /work/shared/data/...)")
+    p.add_argument("--data", metavar="DIR",
+                   help="dataset directory (required to train): IDX files or CIFAR-10 binary")
     p.add_argument("--steps", type=int, help="training steps per run (both methods)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--selectors", nargs="+", default=["ranked"],
@@ -425,14 +431,17 @@ def main(argv=None):
         p.error("give a dataset (or --from-json PATH)")
     if args.fractions and 1.0 not in args.fractions:
         p.error("--fractions must include 1.0 (uniform's full budget sets the target)")
-    directory, steps, width, res = DATASETS[args.dataset]
+    if args.data is None:
+        p.error(f"--data DIR is required: the {args.dataset} directory (MNIST/Fashion-MNIST "
+                "IDX files or CIFAR-10 binary batches)")
+    steps, width, res = DATASETS[args.dataset]
     args.steps = args.steps or steps
     args.width = args.width or width
     args.score_resolution = res if args.score_resolution is None else args.score_resolution
     args.eval_every = args.eval_every or max(1, args.steps // 15)
     if args.threads:
         torch.set_num_threads(args.threads)
-    tx, ty, vx, vy = load_image_dir(args.data or directory)
+    tx, ty, vx, vy = load_image_dir(args.data)
     data = (tx, ty, vx[:args.val], vy[:args.val])
     methods = ["uniform"] + args.selectors
     load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()

@@ -13,8 +13,8 @@ each sample's last training loss, which the loop reports back), so its price is 
 of bookkeeping. A ``resolution`` schedule (super-progressive 16->32 px) made the runs 1.4x
 faster but cost this model 5-8 points, so it is off.
 
-    python examples/cifar10_flagship.py /work/shared/data/cifar-10            # defaults below
-    python examples/cifar10_flagship.py /work/shared/data/cifar-10 --steps 400 --uniform
+    python examples/cifar10_flagship.py path/to/cifar-10            # defaults below
+    python examples/cifar10_flagship.py path/to/cifar-10 --steps 400 --uniform
 
 Data: CIFAR-10 binary; trains on data_batch_1..4 (40,000 images), validates on data_batch_5
 (the official test batch is not available here). The loader yields ``(x, y, index)``

@@ -1,4 +1,5 @@
-"""Hard Augment (thesis §3.3.3) on a tiny SimSiam: self-supervised training on the hardest of
+"""Hard Augment (§3.3.3 of Kocyigit 2023, "Computation and Data Efficient Techniques for
+Training Computer Vision Methods") on a tiny SimSiam: self-supervised training on the hardest of
 m = 4 views per image, chosen at low resolution by smartloader.HardAugmentLoader.
 
 Data: smartloader.tools.datasets.synthetic_images (8000 oriented gratings, 1x32x32, 10 classes;
@@ -8,7 +9,7 @@ projector and predictor MLPs; pair loss = symmetric negative cosine with stop-gr
 Measured (CPU, 1 thread, shared machine; ``--seconds 60``, one run, so rough):
   64 steps (1 epoch = 62 steps of 128 images) in 60.2 s. Per step: making 4 views 60 ms,
   scoring them at 16 px 154 ms, the training step on the chosen pair at 32 px 723 ms.
-  Scoring overhead = scoring / (scoring + training) = 17.6%; the ALGORITHMS §4 formula
+  Scoring overhead = scoring / (scoring + training) = 17.6%; the thesis' overhead formula
   m r_sel^2 / (r^2 C + m r_sel^2) at r = 32, r_sel = 16, m = 4, C = 6 gives 14.3%
   (at the thesis' r = 224, r_sel = 64: 5.2%). Train loss -0.12 (steps 1-20) -> -0.57
   (41-60); chosen pair loss is above the all-pairs mean every step (e.g. -0.04 vs -0.39).
@@ -121,7 +122,7 @@ def main(seconds: float) -> None:
           f"scoring {1e3 * t_score / steps:.1f} ms, training {1e3 * t_train / steps:.1f} ms")
     print(f"scoring overhead (scoring / (scoring + training)): {t_score / (t_score + t_train):.1%}")
     C = 6.0
-    print(f"ALGORITHMS §4 formula m r_sel^2 / (r^2 C + m r_sel^2) at r={r}, r_sel={rs}, m={m}, "
+    print(f"thesis §3.3.3 overhead m r_sel^2 / (r^2 C + m r_sel^2) at r={r}, r_sel={rs}, m={m}, "
           f"C={C:g}: {m * rs ** 2 / (r ** 2 * C + m * rs ** 2):.1%}")
     print(f"k-NN accuracy (k=20, cosine, encoder features) after training: {acc:.3f}")
 

@@ -3,7 +3,7 @@
 Only :mod:`.capabilities` is imported here; ``smartloader.adapters.ffcv`` and
 ``smartloader.adapters.dali`` import their library when *they* are imported, so
 ``import smartloader`` never needs ffcv or nvidia-dali. Install both with
-``ci/install-adapters.sh``.
+``adapters/install.sh``.
 """
 from smartloader.pipeline.capabilities import (LEVELS, Capabilities, change_level,
                                                check_capabilities, check_loader,

@@ -16,7 +16,7 @@ from smartloader.adapters.ffcv import FFCVAdapter, write_beton  # noqa: E402
 from smartloader.errors import ConfigError  # noqa: E402
 
 # Building a second Loader in one process makes numba print a finalizer KeyError
-# (numba/core/dispatcher.py); it is harmless noise, see /docs/adapters-ffcv.md.
+# (numba/core/dispatcher.py); it is harmless noise, see docs/adapters-ffcv.md.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 N = 64

@@ -2,7 +2,7 @@
 # Install the optional FFCV and DALI adapter dependencies on a fresh Debian 12 (x86_64) machine.
 #
 # Idempotent: apt packages already present are skipped, pip skips satisfied pins.
-# Usage:   PYTHON=/path/to/venv/bin/python bash ci/install-adapters.sh
+# Usage:   PYTHON=/path/to/venv/bin/python bash adapters/install.sh
 # Needs:   root or sudo for apt-get; PyPI access; torch already installed (see below).
 #
 # Measured on a 2-core Debian 12 box (warm PyPI, see docs/adapters-ffcv.md "Installing"):
@@ -23,7 +23,7 @@ DALI_PIN="nvidia-dali-cuda120==2.4.0"
 # ffcv's own dependency pytorch_pfn_extras requires an *unpinned* torch; if torch is missing,
 # pip would pull the multi-GB CUDA build. Refuse instead of surprising CI.
 if ! TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)"; then
-    echo "install-adapters: install torch first (a CPU build, e.g. torch==2.13.0)" >&2
+    echo "adapters/install.sh: install torch first (a CPU build, e.g. torch==2.13.0)" >&2
     exit 1
 fi
 
@@ -45,7 +45,7 @@ if [ "${#MISSING[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${MISSING[@]}"
 fi
-echo "install-adapters: apt done after ${SECONDS}s"
+echo "adapters/install.sh: apt done after ${SECONDS}s"
 
 # --- pip -------------------------------------------------------------------------------
 CONSTRAINTS="$(mktemp)"
@@ -54,13 +54,13 @@ printf 'torch==%s\nnumpy<2.6\n' "$TORCH_VERSION" > "$CONSTRAINTS"
 
 # ffcv 1.0.2 imports PIL at import time but does not declare pillow.
 "$PY" -m pip install -q -c "$CONSTRAINTS" "$FFCV_PIN" "$NUMBA_PIN" pillow
-echo "install-adapters: ffcv done after ${SECONDS}s"
+echo "adapters/install.sh: ffcv done after ${SECONDS}s"
 "$PY" -m pip install -q -c "$CONSTRAINTS" "$DALI_PIN"
-echo "install-adapters: dali done after ${SECONDS}s"
+echo "adapters/install.sh: dali done after ${SECONDS}s"
 
 "$PY" - <<'PY'
 import ffcv, numba, numpy, torch
 import nvidia.dali as dali
-print(f"install-adapters: ok: torch {torch.__version__}, numpy {numpy.__version__}, "
+print(f"adapters/install.sh: ok: torch {torch.__version__}, numpy {numpy.__version__}, "
       f"numba {numba.__version__}, ffcv (reports {ffcv.__version__}), dali {dali.__version__}")
 PY

@@ -8,7 +8,7 @@ shape (or take the requested size), dtype and device. All randomness comes from 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -18,23 +18,22 @@ from smartloader.config.keys import pool_factor_warnings
 from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED, Phase,
                                         describe_phases)
 from smartloader.config.schema import Config, load_config
-from smartloader.config.steps import (Consumption, run_steps, steps_for_epochs, steps_in_epoch,
-                                      unreached_phases)
+from smartloader.config.steps import Consumption, steps_in_epoch
 from smartloader.common.state import show, strict_keys
-from smartloader.errors import ConfigError, ProbeError, StateError
+from smartloader.errors import StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
 from smartloader.pipeline.distributed import DistributedSync
 from smartloader.pipeline.epoch import run_epoch, step_stats
+from smartloader.pipeline.probe import inspect_first
+from smartloader.pipeline.run_length import by_epochs, warn_unreached
 from smartloader.pipeline.state import STATE_KEYS, STATE_VERSION, Cursor, check_cursor_state
 from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline.step import SelectionStep
 from smartloader.replay.stage import build_replay_stage
 from smartloader.schedules.applier import ScheduleApplier
-from smartloader.scoring.model import LossShapeError, ModelHandle, OutputError, default_loss
+from smartloader.scoring.model import ModelHandle, default_loss
 from smartloader.scoring.stage import ScoringStage
 from smartloader.selection.choose import Chooser
-from smartloader.common import batch as B
-from smartloader.common.fields import detect_fields
 
 __all__ = ["SmartLoader", "OWN_NAMES"]
 
@@ -44,87 +43,6 @@ logger = logging.getLogger("smartloader")
 def _dist_rank() -> int:
     dist = torch.distributed
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _probe_error(exc: Exception, handle: ModelHandle, inputs: torch.Tensor, ik: tuple,
-                 tk: tuple, cfg: Config) -> Exception:
-    """The error for a first batch the model could not score: a ConfigError naming
-    ``score_resolution`` when only the configured size fails, else a ProbeError naming the
-    field that went into the model."""
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    res = handle.resolution
-    if isinstance(res, int) and inputs.dim() == 4 and min(inputs.shape[-2:]) > res:
-        if handle.accepts(inputs[:2]):  # the full size works: the configured one is the problem
-            return ConfigError(
-                f"score_resolution: the model cannot score inputs resized to {res} px (it "
-                f"fails with: {msg}); use score_resolution: auto (the smallest size the model "
-                f"takes), null (full size), or a size the model accepts")
-    field = (f"input field {list(ik)} ({inputs.dtype}, shape {tuple(inputs.shape)})")
-    return ProbeError(
-        f"smartloader could not score the first batch: the model was given the {field} and "
-        f"failed with: {type(exc).__name__}: {msg}. If that is not the model's input, set "
-        f"input_key (and target_key, now {list(tk)}) in the config; if the model needs "
-        f"something else, pass loss_fn= to wrap()")
-
-
-def _length(loader: Any) -> int | None:
-    """``len(loader)``, the smallest over all ranks under torch.distributed; None without."""
-    try:
-        n = len(loader)
-    except TypeError:
-        n = None
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = torch.tensor([-1 if n is None else n], dtype=torch.int64)
-        if dist.get_backend() == "nccl":
-            t = t.cuda()
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        n = None if int(t) < 0 else int(t)
-    return n
-
-
-def _by_epochs(cfg: Config, loader: Any) -> tuple[Config, int | None]:
-    """``total_epochs`` turned into ``total_steps`` for this loader, and the steps those
-    epochs yield (rounding may leave them a step or two past it); the config and None
-    without it."""
-    if cfg.total_epochs is None:
-        return cfg, cfg.total_steps
-    n = _length(loader)
-    if not n:
-        raise ConfigError(f"total_epochs: SmartLoader derives total_steps from len(loader), "
-                          f"and the wrapped {type(loader).__name__} has "
-                          f"{'no len()' if n is None else 'len() 0'}; give total_steps instead")
-    steps = steps_for_epochs(cfg, cfg.total_epochs, n)
-    logger.info("total_epochs %d of %d wrapped batches: total_steps %d", cfg.total_epochs, n,
-                steps)
-    d = cfg.to_dict()
-    d.pop("total_epochs")
-    derived = load_config({**d, "total_steps": steps})
-    return derived, run_steps(Consumption.of(derived), cfg.total_epochs, n)
-
-
-def _warn_unreached(cfg: Config, loader: Any, phases: tuple, consumption: Consumption) -> None:
-    """The common mistake ``total_steps = epochs * len(loader)``: a selection epoch yields
-    fewer steps, so the last phases are never reached. Warn at wrap(), naming them."""
-    total = cfg.total_steps
-    try:
-        n = len(loader)
-    except TypeError:
-        return
-    if total is None or not n or total % n or not any(p.selects for p in phases):
-        return
-    epochs = total // n
-    got = run_steps(consumption, epochs, n)
-    lost = unreached_phases(phases, got)
-    if got < total and lost:
-        names = ", ".join(f"{p.name!r} (steps {p.start}-{p.stop - 1})" for p in lost)
-        logger.warning(
-            "total_steps %d is %d x len(loader), but %d epoch(s) of %d wrapped batches yield "
-            "only %d steps through SmartLoader (a selection step reads pool_factor %d "
-            "batches), so phase %s is never reached if the loop runs %d epochs; set "
-            "total_epochs: %d instead (SmartLoader derives the steps), or run "
-            "smartloader.epochs_for_steps(loader, %d) epochs", total, epochs, epochs, n, got,
-            cfg.pool_factor, names, epochs, epochs, total)
 
 
 class SmartLoader:
@@ -182,7 +100,7 @@ class SmartLoader:
             raise TypeError("loader is a one-shot iterator (e.g. a generator object); pass "
                             "something that can be iterated once per epoch, such as a "
                             "DataLoader or an object whose __iter__ returns a new generator")
-        cfg, run_end = _by_epochs(load_config(config, **overrides), loader)
+        cfg, run_end = by_epochs(load_config(config, **overrides), loader)
         self.config: Config = cfg
         self.loader = loader
         self._phases: tuple[Phase, ...] = cfg.resolve_phases()
@@ -223,7 +141,7 @@ class SmartLoader:
         _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters)
         for line in pool_factor_warnings(self._phases, cfg.pool_factor):
             logger.warning("%s", line)
-        _warn_unreached(cfg, loader, self._phases, self._consumption)
+        warn_unreached(cfg, loader, self._phases, self._consumption)
 
     # -- public surface -------------------------------------------------------------------
     @property
@@ -358,40 +276,11 @@ class SmartLoader:
         self._replay.report_losses(losses)
 
     def _inspect_first(self, batch: Any) -> None:
-        """Find the input/target fields and probe the loss on the first batch, so that a
-        wrong key, a model that cannot take the input or a loss that cannot use the model's
-        output fails at the first step, before any training, not when selection starts."""
-        cfg = self.config
-        if cfg.input_key is None or cfg.target_key is None:
-            if isinstance(batch, (list, tuple, Mapping)) and not B.is_plain_list(batch):
-                ik, tk, _ = detect_fields(batch)
-            else:
-                ik, tk = B.resolve_key(batch, None, "input"), None
-            ik = cfg.input_key or ik
-            tk = cfg.target_key or tk
-        else:
-            ik, tk = cfg.input_key, cfg.target_key
-        ik = B.resolve_key(batch, ik, "input")
-        tk = B.resolve_key(batch, tk, "target")
-        inputs = B.get_field(batch, ik)
-        n = B.batch_size_of(inputs)
+        """Find the fields and probe the model on the first batch (see :mod:`.probe`)."""
+        self._keys, n = inspect_first(batch, self.config, self._handle,
+                                      any(p.selects for p in self._phases))
         if self._batch_size is None:
             self._batch_size = n
-        self._keys = (ik, tk)
-        if not any(p.selects for p in self._phases):
-            return
-        if not isinstance(inputs, torch.Tensor):
-            raise TypeError(f"input_key {list(ik)}: selection scores the input with the "
-                            f"model, so it must be a tensor, got {type(inputs).__name__}")
-        targets = B.get_field(batch, tk)
-        probe = min(n, 2)
-        t = targets[:probe] if isinstance(targets, torch.Tensor) else targets
-        try:
-            self._handle.losses(inputs[:probe], t)
-        except (OutputError, LossShapeError):
-            raise
-        except Exception as exc:
-            raise _probe_error(exc, self._handle, inputs, ik, tk, cfg) from exc
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -20,8 +20,6 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from smartloader.errors import ProbeError
-
 __all__ = ["ModelHandle", "downsample", "default_loss", "scoring_mode", "logits_of",
            "auto_candidates", "OutputError", "LossShapeError"]
 

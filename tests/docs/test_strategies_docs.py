@@ -56,3 +56,13 @@ def test_yaml_block_builds(block):
     built = BUILDERS[section](body, section)
     assert built is not None
     assert built.state_dict() is not None
+
+
+def test_every_yaml_block_is_a_config_or_a_marked_fragment():
+    """A reader may paste any block into smartloader.yaml: it loads, or it says it is a
+    fragment (and of what) on its first line."""
+    for block in yaml_blocks():
+        if block.startswith("# fragment:"):
+            assert len(block.splitlines()[0]) > len("# fragment: ") + 10
+            continue
+        smartloader.load_config(yaml.safe_load(block))

@@ -1,4 +1,4 @@
-"""No host reads in the selection path (GitHub issue 8), checked on the CPU.
+"""No host reads in the selection path, checked on the CPU.
 
 On a GPU the check would be ``torch.cuda.set_sync_debug_mode("error")``; it needs CUDA. Here
 :func:`smartloader.testing.host_reads.record_host_reads` records every aten op that would read the

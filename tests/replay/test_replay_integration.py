@@ -1,4 +1,4 @@
-"""The replay: section inside SmartLoader (GitHub issue 4): modes, phases, weights, resume."""
+"""The replay: section inside SmartLoader: modes, phases, weights, resume."""
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler

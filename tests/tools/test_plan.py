@@ -50,7 +50,7 @@ def test_scoring_overhead_cnn_and_vit(arch, power):
     assert summary["scoring_overhead"] == pytest.approx(0.6 * per_step)
     assert summary["relative_compute"] == pytest.approx(1.0 + 0.6 * per_step)
     assert summary["distinct_shapes"] == 2
-    if arch == "cnn":  # ALGORITHMS.md: about 12 % at 2x pool, 96/224
+    if arch == "cnn":  # the thesis: about 12 % at 2x pool, 96/224
         assert per_step == pytest.approx(0.1224, abs=1e-4)
 
 

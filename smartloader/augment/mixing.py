@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from smartloader.common.spec import Field, Section, Typed
-from smartloader.common.state import strict_keys
+from smartloader.common.state import Stateless
 
 __all__ = ["one_hot_targets", "sample_lambda", "mixup", "cutmix", "soft_cross_entropy",
            "MixUp", "CutMix", "build_batch_transform", "make_batch_transform",
@@ -147,7 +147,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.float(), targets.long(), reduction="none")
 
 
-class MixUp:
+class MixUp(Stateless):
     """``{type: mixup, alpha: 0.2, num_classes: 10}``: post-selection batch transform.
 
     ``transform(x, y, generator) -> (x, soft_y)``. Stateless (randomness is the loader's
@@ -163,14 +163,6 @@ class MixUp:
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return mixup(x, y, self.alpha, self.num_classes, generator)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: Any, path: str = "state") -> None:
-        strict_keys(self, state, (), path)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.check_state(state)
 
 
 class CutMix(MixUp):

@@ -16,7 +16,7 @@ import torch
 
 from smartloader.errors import StateError
 
-__all__ = ["strict_keys", "StateError", "check_int", "check_number", "check_bool",
+__all__ = ["Stateless", "strict_keys", "StateError", "check_int", "check_number", "check_bool",
            "check_same", "check_tensor", "check_generator_state", "show"]
 
 
@@ -164,3 +164,20 @@ def check_generator_state(value: Any, path: str,
         raise StateError(f"{path}: not a state of a {device.type} torch.Generator "
                          f"({exc})") from None
     return value
+
+
+class Stateless:
+    """The state protocol of a part that keeps no state: ``{}``, and nothing else loads.
+
+    ``state_path`` names the part in a refusal (``state`` unless a class sets its own)."""
+
+    state_path = "state"
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def check_state(self, state: Any, path: str | None = None) -> None:
+        strict_keys(self, state, (), path or self.state_path)
+
+    def load_state_dict(self, state: Any) -> None:
+        self.check_state(state)

@@ -26,8 +26,8 @@ from smartloader.augment.geometry import to_unit_float
 from smartloader.common.batch import get_field, replace_field, resolve_key
 from smartloader.common.epochs import check_epoch, forward_set_epoch, mix_seed
 from smartloader.common.spec import Field, Section
-from smartloader.common.state import (StateError, check_generator_state, check_int, check_same,
-                                      show, strict_keys)
+from smartloader.common.state import (Stateless, StateError, check_generator_state, check_int,
+                                      check_same, show, strict_keys)
 from smartloader.scoring.model import scoring_mode
 
 #: The ``hard_augment:`` section.
@@ -104,7 +104,7 @@ def gather_views(views: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor
     return views[rows, pairs[:, 0]], views[rows, pairs[:, 1]]
 
 
-class HardAugment:
+class HardAugment(Stateless):
     """``{resolution: 64}``: pick the hardest view pair per image, return it at full res.
 
     ``hard = HardAugment(64); view_a, view_b, pairs = hard(model, views, pair_loss)``.
@@ -122,14 +122,6 @@ class HardAugment:
         pairs = hardest_pairs(losses, views.shape[1])
         return (*gather_views(views, pairs), pairs)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: Any, path: str = "state") -> None:
-        strict_keys(self, state, (), path)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.check_state(state)
 
 
 def build_hard_augment(mapping: Any, path: str = "hard_augment") -> HardAugment:

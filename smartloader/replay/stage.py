@@ -27,8 +27,8 @@ import torch
 from smartloader.common import batch as B
 from smartloader.errors import ConfigError
 from smartloader.common.progress import Progress
-from smartloader.common.state import (StateError, check_generator_state, check_int, show,
-                                      strict_keys)
+from smartloader.common.state import (Stateless, StateError, check_generator_state, check_int,
+                                      show, strict_keys)
 from smartloader.replay.config import ReplayConfig
 
 _STATE_KEYS = {"memory", "pending", "template", "generator"}
@@ -256,7 +256,7 @@ class ReplayStage:
         self.passthrough()
 
 
-class NoReplay:
+class NoReplay(Stateless):
     """The replay stage without a ``replay:`` section: nothing stored, nothing replayed."""
 
     memory = None
@@ -277,14 +277,7 @@ class NoReplay:
     def report_losses(self, losses: torch.Tensor) -> None:
         pass
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: Any, path: str = "state.replay") -> None:
-        strict_keys(self, state, (), path)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.check_state(state)
+    state_path = "state.replay"
 
 
 def build_replay_stage(cfg: ReplayConfig | None, loader: Any, batch_size: int | None,

@@ -12,10 +12,10 @@ from typing import Any, Mapping
 import torch
 
 from smartloader.common.spec import Section
-from smartloader.common.state import strict_keys
+from smartloader.common.state import Stateless
 
 
-class LowResLossScorer:
+class LowResLossScorer(Stateless):
     """Marker scorer: every step needs the loader's low-resolution forward. Stateless."""
 
     def score(self, pool_fields: Mapping[str, Any], sample_ids: torch.Tensor | None,
@@ -29,14 +29,6 @@ class LowResLossScorer:
     def reset_epoch(self, epoch: int) -> None:
         pass
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: Any, path: str = "state") -> None:
-        strict_keys(self, state, (), path)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.check_state(state)
 
 
 #: ``{type: low_res_loss}`` has no other keys.

@@ -28,7 +28,8 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import torch
 
 from smartloader.common.spec import Field, Section, Typed
-from smartloader.common.state import StateError, check_int, check_same, check_tensor, strict_keys
+from smartloader.common.state import (Stateless, StateError, check_int, check_same, check_tensor,
+                                      strict_keys)
 from smartloader.selection.ranked import gumbel_top_k, ranked_log_weights, ranked_multinomial
 
 __all__ = [
@@ -149,7 +150,7 @@ def selective_backprop_select(scores: torch.Tensor, k: int, history: torch.Tenso
     return gumbel_top_k(log_w, k, generator)
 
 
-class UniformSelector:
+class UniformSelector(Stateless):
     """``{type: uniform}``: ignores the scores. Stateless."""
 
     def select(self, scores: torch.Tensor, k: int,
@@ -157,34 +158,18 @@ class UniformSelector:
         _check_scores(scores)
         return uniform_select(scores.shape[0], k, generator, device=scores.device)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: Any, path: str = "state") -> None:
-        strict_keys(self, state, (), path)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.check_state(state)
 
 
-class TopKSelector:
+class TopKSelector(Stateless):
     """``{type: topk}``: greedy top-``k`` (a baseline; it hurts accuracy, thesis Ch. 4)."""
 
     def select(self, scores: torch.Tensor, k: int,
                generator: torch.Generator | None = None) -> torch.Tensor:
         return topk_select(scores, k)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: Any, path: str = "state") -> None:
-        strict_keys(self, state, (), path)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.check_state(state)
 
 
-class RankedSelector:
+class RankedSelector(Stateless):
     """``{type: ranked, beta: 1.0}``: the thesis' ranked multinomial (Eq. 4.4). Stateless.
 
     ``beta`` (default 1.0, the paper's) is the hardness; 0 is uniform. ``log_weights`` maps a
@@ -211,14 +196,6 @@ class RankedSelector:
             return ranked_multinomial(scores, k, self.beta, generator)
         return gumbel_top_k(self.log_weights(scores), k, generator)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: Any, path: str = "state") -> None:
-        strict_keys(self, state, (), path)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.check_state(state)
 
 
 class SelectiveBackprop:

@@ -6,7 +6,7 @@
 ...     ...                                                   # the loop is unchanged
 """
 from smartloader.config.schema import Config, Phase, PhaseSpec, load_config
-from smartloader.errors import ConfigError
+from smartloader.errors import ConfigError, StateError
 from smartloader.pipeline.hard_augment import HardAugmentLoader, HardAugmentStats
 from smartloader.api import epochs_for_steps, steps_for_epochs, wrap
 from smartloader.pipeline.loader import SmartLoader
@@ -16,5 +16,7 @@ from smartloader.pipeline.stats import StepStats
 
 __version__ = "0.1.0"
 
-__all__ = ["wrap", "steps_for_epochs", "epochs_for_steps", "SmartLoader", "load_config", "Config", "ConfigError", "Phase",
-           "PhaseSpec", "Progress", "HardAugmentLoader", "HardAugmentStats", "ranked_multinomial", "StepStats", "__version__"]
+__all__ = ["wrap", "steps_for_epochs", "epochs_for_steps", "SmartLoader", "load_config",
+           "Config", "ConfigError", "StateError", "Phase", "PhaseSpec", "Progress",
+           "HardAugmentLoader", "HardAugmentStats", "ranked_multinomial", "StepStats",
+           "__version__"]

@@ -136,7 +136,8 @@ class SmartLoader:
         if cfg.default_phases and cfg.total_steps is None:
             logger.warning("total_steps not given: using the default phases %s instead of "
                            "%s (a cool-down needs the end of training); pass total_steps=N or "
-                           "total_epochs=N to get them", describe_phases(DEFAULT_PHASES_OPEN_ENDED),
+                           "total_epochs=N to get them",
+                           describe_phases(DEFAULT_PHASES_OPEN_ENDED),
                            describe_phases(DEFAULT_PHASES))
         _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters)
         for line in pool_factor_warnings(self._phases, cfg.pool_factor):

@@ -53,7 +53,11 @@ def plan_main(argv: list[str]) -> int:
         prog="smartloader plan",
         description="Print the phases and schedules of a config step range by step range, "
                     "the distinct input shapes and the estimated compute.")
-    parser.add_argument("config", help="YAML config file (needs total_steps)")
+    parser.add_argument("config", help="YAML config file (needs total_steps, or total_epochs "
+                                       "with --batches-per-epoch)")
+    parser.add_argument("--batches-per-epoch", type=int, metavar="N",
+                        help="len() of the wrapped loader: turns total_epochs into total_steps "
+                             "as wrap() does")
     parser.add_argument("--plot", metavar="PNG", help="also save a figure (needs matplotlib)")
     parser.add_argument("--arch", choices=("cnn", "vit"), default="cnn",
                         help="scoring cost model: pixels^2 (cnn) or ^3 (vit); default cnn")
@@ -65,6 +69,16 @@ def plan_main(argv: list[str]) -> int:
     from smartloader.config.schema import load_config
     try:
         config = load_config(args.config)
+        if config.total_epochs is not None:
+            if not args.batches_per_epoch:
+                raise ConfigError(f"total_epochs: {config.total_epochs} epochs; give "
+                                  f"--batches-per-epoch N (len() of the wrapped loader) to "
+                                  f"plan them")
+            from smartloader.config.steps import steps_for_epochs
+            steps = steps_for_epochs(config, config.total_epochs, args.batches_per_epoch)
+            d = config.to_dict()
+            d.pop("total_epochs")
+            config = load_config({**d, "total_steps": steps})
         inputs = plan_inputs(config)
     except ConfigError as exc:
         print(f"smartloader plan: {exc}", file=sys.stderr)

@@ -103,3 +103,14 @@ def test_commands_listed(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "plan" in out and "validate" in out
+
+
+def test_plan_total_epochs_needs_and_uses_batches_per_epoch(tmp_path, capsys):
+    cfg = tmp_path / "epochs.yaml"
+    cfg.write_text("total_epochs: 10\n")
+    assert main(["plan", str(cfg)]) == 1
+    assert "give --batches-per-epoch N" in capsys.readouterr().err
+    assert main(["plan", str(cfg), "--batches-per-epoch", "40"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("total_steps 217, pool_factor 2")   # as wrap() derives it
+    assert "195-216  cooldown" in out

@@ -48,9 +48,8 @@ def steps_for_epochs(loader: Any, epochs: int, config: Any = None, **overrides: 
 
     >>> smartloader.steps_for_epochs(train_loader, 10, "smartloader.yaml")  # doctest: +SKIP
     """
-    d = load_config(config, **overrides).to_dict()
-    d.pop("total_steps", None)
-    cfg = load_config({**d, "total_epochs": epochs})   # the run as total_epochs describes it
+    # the run as total_epochs describes it
+    cfg = load_config(config, **overrides).with_length(total_epochs=epochs)
     return _steps.steps_for_epochs(cfg, epochs, _batches(loader))
 
 
@@ -59,7 +58,5 @@ def epochs_for_steps(loader: Any, total_steps: int, config: Any = None,
     """How many epochs of ``loader`` an epoch loop must run for SmartLoader to yield
     ``total_steps`` steps with ``config`` (a selection epoch yields fewer steps than the
     wrapped loader has batches), so ``for epoch in range(n)`` reaches the cool-down."""
-    d = load_config(config, **overrides).to_dict()
-    d.pop("total_epochs", None)
-    cfg = load_config({**d, "total_steps": total_steps})
+    cfg = load_config(config, **overrides).with_length(total_steps=total_steps)
     return _steps.epochs_for_steps(cfg, total_steps, _batches(loader))

@@ -80,6 +80,17 @@ class Config:
             out["replay"] = dict(self.replay_raw)
         return out
 
+    def with_length(self, *, total_steps: int | None = None,
+                    total_epochs: int | None = None) -> "Config":
+        """This config with the run's length given by one of ``total_steps`` or
+        ``total_epochs`` (the other dropped), validated like a fresh one."""
+        d = self.to_dict()
+        d.pop("total_epochs", None)
+        d["total_steps"] = total_steps
+        if total_epochs is not None:
+            d["total_epochs"] = total_epochs
+        return load_config(d)
+
     def replace(self, **overrides: Any) -> "Config":
         """A new Config with top-level keys replaced, validated like a fresh one."""
         return load_config({**self.to_dict(), **overrides})

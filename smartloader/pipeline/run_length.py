@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from smartloader.config.schema import Config, load_config
+from smartloader.config.schema import Config
 from smartloader.config.steps import Consumption, run_steps, steps_for_epochs, unreached_phases
 from smartloader.errors import ConfigError
 
@@ -47,9 +47,7 @@ def by_epochs(cfg: Config, loader: Any) -> tuple[Config, int | None]:
     steps = steps_for_epochs(cfg, cfg.total_epochs, n)
     logger.info("total_epochs %d of %d wrapped batches: total_steps %d", cfg.total_epochs, n,
                 steps)
-    d = cfg.to_dict()
-    d.pop("total_epochs")
-    derived = load_config({**d, "total_steps": steps})
+    derived = cfg.with_length(total_steps=steps)
     return derived, run_steps(Consumption.of(derived), cfg.total_epochs, n)
 
 

@@ -76,9 +76,7 @@ def plan_main(argv: list[str]) -> int:
                                   f"plan them")
             from smartloader.config.steps import steps_for_epochs
             steps = steps_for_epochs(config, config.total_epochs, args.batches_per_epoch)
-            d = config.to_dict()
-            d.pop("total_epochs")
-            config = load_config({**d, "total_steps": steps})
+            config = config.with_length(total_steps=steps)
         inputs = plan_inputs(config)
     except ConfigError as exc:
         print(f"smartloader plan: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@
 >>> for inputs, targets in loader:                           # doctest: +SKIP
 ...     ...                                                   # the loop is unchanged
 """
+from smartloader.config.presets import preset
 from smartloader.config.schema import Config, Phase, PhaseSpec, load_config
 from smartloader.errors import ConfigError, StateError
 from smartloader.pipeline.hard_augment import HardAugmentLoader, HardAugmentStats
@@ -16,7 +17,7 @@ from smartloader.pipeline.stats import StepStats
 
 __version__ = "0.1.0"
 
-__all__ = ["wrap", "steps_for_epochs", "epochs_for_steps", "SmartLoader", "load_config",
+__all__ = ["wrap", "preset", "steps_for_epochs", "epochs_for_steps", "SmartLoader", "load_config",
            "Config", "ConfigError", "StateError", "Phase", "PhaseSpec", "Progress",
            "HardAugmentLoader", "HardAugmentStats", "ranked_multinomial", "StepStats",
            "__version__"]

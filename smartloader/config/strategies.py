@@ -44,6 +44,12 @@ def strategy_problems(v: Mapping[str, Any], problems: list[str]) -> None:
         if valid(v, "scorer") and scorer is not None and scorer["type"] in _NEEDS_IDS:
             problems.append(f"scorer.type: {scorer['type']} keys losses by sample id, so it "
                             f"needs index_key (where the dataset index is in a batch)")
+        elif valid(v, "scorer") and scorer is not None and scorer["type"] == "learnability":
+            for key, value in (("learner", "history"), ("reference", "best")):
+                if scorer.get(key) == value:
+                    problems.append(f"scorer.{key}: {value} keys losses by sample id, so it "
+                                    f"needs index_key (where the dataset index is in a "
+                                    f"batch)")
         if valid(v, "noisy_guard") and v.get("noisy_guard") is not None:
             problems.append("noisy_guard: tracks samples across pools by sample id, so it "
                             "needs index_key (where the dataset index is in a batch)")

@@ -38,11 +38,14 @@ class StepStats:
     noisy_flagged: int | None = None  #: sample ids the noisy guard flags now; None = no guard
     replayed: int = 0                #: samples of this batch drawn from the replay memory
     replay_nbytes: int | None = None  #: replay memory size (bytes); None = no replay section
+    scorer_train_time_s: float = 0.0  #: a learning scorer's step on this batch (a proxy's)
 
     @property
     def overhead_s(self) -> float:
-        """Everything SmartLoader added to this step, scoring included."""
-        return self.pool_time_s + self.score_time_s + self.select_time_s
+        """Everything SmartLoader added to this step, scoring (and a proxy's training
+        step) included."""
+        return (self.pool_time_s + self.score_time_s + self.select_time_s
+                + self.scorer_train_time_s)
 
 
 def materialize(stats: StepStats) -> StepStats:

@@ -239,6 +239,17 @@ class ModelHandle:
                 self.auto_sizes[side] = self._probe_auto(x, t, side)
         return self._forward_loss(self.prepare(inputs), targets)
 
+    def losses_with(self, module: torch.nn.Module, inputs: torch.Tensor,
+                    targets: Any) -> torch.Tensor:
+        """Per-sample losses of a pool under another network (an EMA copy of the live
+        model, say), prepared exactly as :meth:`losses` prepares it for the live model: the
+        same device, scoring size and loss."""
+        if self.resolution == "auto" and inputs.dim() == 4 and \
+                self._side(inputs) not in self.auto_sizes:
+            self.losses(inputs[:2], targets[:2] if isinstance(targets, torch.Tensor)
+                        else targets)   # probes the size once, as losses() would
+        return self._forward_loss(self.prepare(inputs), targets, module)
+
     def _side(self, x: torch.Tensor) -> int:
         return self.auto_side or int(min(x.shape[-2:]))
 
@@ -252,8 +263,9 @@ class ModelHandle:
             return False
         return True
 
-    def _forward_loss(self, x: torch.Tensor, targets: Any) -> torch.Tensor:
-        module = self.module
+    def _forward_loss(self, x: torch.Tensor, targets: Any,
+                      module: torch.nn.Module | None = None) -> torch.Tensor:
+        module = self.module if module is None else module
         device = _device_of(module)
         x = x.to(device, non_blocking=True)
         y = targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets

@@ -24,9 +24,25 @@ The loader calls every scorer through the :class:`Scorer` protocol, once per sel
   ``scorer.set_context(weight_norm)`` with :func:`smartloader.scoring.proxy.model_weight_norm`
   of the live model before each :meth:`score`.
 
+Optional hooks, called when a scorer has them:
+
+- ``attach(live_model)``: once, when the loader is built (the EMA reference copies the model;
+  the proxy reads its number of classes).
+- ``bind(handle)``: before the first :meth:`score`, the loader's
+  :class:`~smartloader.scoring.model.ModelHandle` (to score another network exactly like the
+  live one: ``handle.losses_with(net, x, y)``).
+- ``adjust(losses) -> scores``: after a forward the scorer asked for (``score`` returned
+  ``None``), turns the live model's losses into the pool's scores (learnability subtracts
+  its reference); without it the losses are the scores.
+- ``trained(fields, sample_ids)``: every yielded batch (uniform phases too), as
+  ``{"input", "target"}``; a co-trained proxy takes its training step here. Its wall time is
+  ``StepStats.scorer_train_time_s``.
+
 Types built by :func:`build_scorer`: ``low_res_loss`` (the thesis' default, a marker that
-always asks for the forward), ``history`` (last known loss per sample, no forward) and
-``proxy`` (IMPON's online linear regressor, a forward every ``refresh_every`` steps).
+always asks for the forward), ``history`` (last known loss per sample, no forward),
+``proxy`` (IMPON's online linear regressor, a forward every ``refresh_every`` steps),
+``proxy_model`` (a small co-trained network scores the pool) and ``learnability`` (learner
+loss minus a reference loss).
 """
 from __future__ import annotations
 
@@ -36,13 +52,17 @@ import torch
 
 from smartloader.common.spec import Typed
 from smartloader.scoring.history import HISTORY, HistoryScorer, make_history_scorer
+from smartloader.scoring.learnability import (LEARNABILITY, LearnabilityScorer,
+                                              make_learnability_scorer)
 from smartloader.scoring.low_res import LOW_RES, LowResLossScorer, make_low_res_scorer
 from smartloader.scoring.proxy import (FEATURES, PROXY, ProxyScorer, make_proxy_scorer,
                                        model_weight_norm, per_sample_features)
+from smartloader.scoring.proxy_model import (PROXY_MODEL, ProxyModelScorer,
+                                             make_proxy_model_scorer)
 
 __all__ = [
     "Scorer", "build_scorer", "make_scorer", "SCORER", "SCORER_TYPES", "DEFAULT_SCORER",
-    "LowResLossScorer", "HistoryScorer", "ProxyScorer",
+    "LowResLossScorer", "HistoryScorer", "ProxyScorer", "ProxyModelScorer", "LearnabilityScorer",
     "per_sample_features", "model_weight_norm", "FEATURES",
 ]
 
@@ -70,12 +90,17 @@ _MAKE = {
     "low_res_loss": make_low_res_scorer,
     "history": make_history_scorer,
     "proxy": make_proxy_scorer,
+    "proxy_model": make_proxy_model_scorer,
+    "learnability": make_learnability_scorer,
 }
 #: The ``scorer:`` section; ``type`` picks the scorer.
-SCORER = Typed("scorer", (("low_res_loss", LOW_RES), ("history", HISTORY), ("proxy", PROXY)),
+SCORER = Typed("scorer", (("low_res_loss", LOW_RES), ("history", HISTORY), ("proxy", PROXY),
+                         ("proxy_model", PROXY_MODEL), ("learnability", LEARNABILITY)),
                doc="where a pool's scores come from",
                type_doc="`low_res_loss`: the low-resolution forward; `history`: each sample's "
-                        "last known loss (needs index_key); `proxy`: IMPON's loss regressor",
+                        "last known loss (needs index_key); `proxy`: IMPON's loss regressor; "
+                        "`proxy_model`: a small co-trained network; `learnability`: learner "
+                        "loss minus a reference loss",
                required_message="is required (one of {choices})")
 SCORER_TYPES = tuple(SCORER.types)
 #: The scorer used when the config has none.

@@ -9,6 +9,7 @@ losses to the scorer.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 import torch
@@ -51,6 +52,13 @@ class ScoringStage:
         self._model = model
         self.index_key = key_path(strategies.get("index_key"))
         self.scorer = make_scorer(_parsed(strategies.get("scorer"), SCORER, "scorer"))
+        if hasattr(self.scorer, "attach"):
+            self.scorer.attach(model)
+        self._bound = not hasattr(self.scorer, "bind")
+        self._adjust = getattr(self.scorer, "adjust", None)
+        self._trained = getattr(self.scorer, "trained", None)
+        #: seconds the scorer spent learning from the last yielded batch (a proxy's step)
+        self.train_time_s = 0.0
         guard = _parsed(strategies.get("noisy_guard"), NOISY_GUARD, "noisy_guard")
         self.guard = None if guard is None else make_noisy_guard(guard)
         self.forwards = 0          # scoring forwards run
@@ -75,17 +83,22 @@ class ScoringStage:
         ids = self.ids(pooled)
         if getattr(self.scorer, "needs_weight_norm", False):
             self.scorer.set_context(model_weight_norm(self._model))
+        if not self._bound:
+            self.scorer.bind(handle)
+            self._bound = True
         scores = self.scorer.score({"input": x, "target": y}, ids, step)
         if scores is None:
-            scores = handle.losses(x, y)
-            self.scorer.observe(ids, scores)
+            raw = handle.losses(x, y)
+            # the scorer's own scores from the forward (learnability: minus its reference),
+            # read before observe() adds these losses to its tables
+            scores = raw if self._adjust is None else self._adjust(raw)
+            self.scorer.observe(ids, raw)
             self.forwards += 1
             by = "forward"
         else:  # a table scorer answers on the ids' device; selection runs on the model's
-            scores = scores.to(handle.device, non_blocking=True)
+            scores = raw = scores.to(handle.device, non_blocking=True)
             self.skipped += 1
             by = "scorer"
-        raw = scores
         if self.guard is not None:
             scores = self.guard.apply(ids, scores)
         return scores, raw, by
@@ -97,8 +110,13 @@ class ScoringStage:
 
     def remember(self, batch: Any, keys: tuple) -> None:
         """Keep the yielded batch (as selected, before any batch transform) for
-        :meth:`report_losses`."""
+        :meth:`report_losses`, and let a learning scorer (a co-trained proxy) learn from it."""
         self._last = (batch, keys)
+        if self._trained is not None:
+            t0 = time.perf_counter()
+            self._trained({"input": B.get_field(batch, keys[0]),
+                           "target": B.get_field(batch, keys[1])}, self.ids(batch))
+            self.train_time_s = time.perf_counter() - t0
 
     def report_losses(self, losses: torch.Tensor) -> None:
         if self._last is None:

@@ -154,12 +154,12 @@ class LearnabilityScorer:
     def _reference(self, fields: Mapping[str, Any], sample_ids: torch.Tensor | None,
                    step: int, device: torch.device) -> torch.Tensor:
         """Reference losses of the pool; NaN where a sample has none yet (``best``)."""
-        x, y = fields["input"], fields["target"]
         if self.reference == "ema":
             if self.ema is None or self._handle is None:
                 raise RuntimeError("learnability scorer: the EMA reference needs attach() "
                                    "and bind() (the loader calls both)")
-            return self._handle.losses_with(self.ema, x, y).to(device)
+            return self._handle.losses_with(self.ema, fields["input"],
+                                            fields["target"]).to(device)
         if self.reference == "proxy_model":
             return self.proxy.score(fields, sample_ids, step).to(device)
         ids = self._ids(sample_ids, "reference 'best'")

@@ -42,6 +42,13 @@ def test_doc_has_an_example_per_strategy():
     assert sum(not _is_section(b) for b in yaml_blocks()) >= 3  # whole configs
 
 
+def test_every_scorer_type_has_an_example():
+    from smartloader.scoring.scorers import SCORER_TYPES
+    shown = {yaml.safe_load(b)["scorer"]["type"] for b in yaml_blocks()
+             if _is_section(b) and "scorer" in yaml.safe_load(b)}
+    assert shown == set(SCORER_TYPES)
+
+
 @pytest.mark.parametrize("block", [b for b in yaml_blocks() if not _is_section(b)])
 def test_whole_config_loads(block):
     cfg = smartloader.load_config(yaml.safe_load(block))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "demo": "train a small CNN uniform vs. through SmartLoader and print a table",
+    "demo": "time to the same accuracy: uniform vs SmartLoader at paired budgets, with a plot",
     "plan": "print the phases, schedules, input shapes and compute of a config",
     "validate": "check a config file and list every problem with its key path",
     "keys": "print every config key with its type, default and bounds (markdown table)",
+    "preset": "print a shipped configuration (e.g. combined) as YAML",
 }
 
 
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "keys":
         from smartloader.tools.cli import keys_main
         return keys_main(rest)
+    if command == "preset":
+        from smartloader.tools.cli import preset_main
+        return preset_main(rest)
     raise AssertionError(command)
 
 

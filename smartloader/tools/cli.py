@@ -7,7 +7,7 @@ import sys
 
 from smartloader.errors import ConfigError
 
-__all__ = ["plan_main", "validate_main", "keys_main", "plan_inputs"]
+__all__ = ["plan_main", "validate_main", "keys_main", "preset_main", "plan_inputs"]
 
 
 def plan_inputs(config) -> dict:
@@ -28,7 +28,24 @@ def plan_inputs(config) -> dict:
                              p.beta if p.selects else None) for p in config.resolve_phases())
     return {"total_steps": config.total_steps, "phases": phases,
             "schedules": schedules, "pool_factor": config.pool_factor,
-            "score_resolution": config.score_resolution}
+            "score_resolution": config.score_resolution, "scored_by": scored_by(config)}
+
+
+def scored_by(config) -> str:
+    """How the config's scorer scores a pool: ``forward`` (the live model), ``table`` (a
+    loss table, no forward) or ``proxy`` (a small co-trained network)."""
+    scorer = config.strategies.get("scorer")
+    kind = None if scorer is None else scorer["type"]
+    if kind == "history":
+        return "table"
+    if kind == "proxy_model":
+        return "proxy"
+    if kind == "learnability":
+        if scorer["learner"] == "history" and scorer["reference"] == "best":
+            return "table"
+        if scorer["learner"] == "history" and scorer["reference"] == "proxy_model":
+            return "proxy"
+    return "forward"
 
 
 def _describe(config) -> list[str]:
@@ -44,6 +61,11 @@ def _describe(config) -> list[str]:
                if config.score_resolution == "auto" else
                f"score_resolution {config.score_resolution}"
                if config.score_resolution is not None else "scoring at full resolution")
+    how = scored_by(config)
+    if how != "forward":
+        scoring = {"table": "a loss table (no forward of the model)",
+                   "proxy": "a small co-trained proxy network (its cost is measured in "
+                            "StepStats.scorer_train_time_s and score_time_s)"}[how]
     lines.append(f"scoring: {scoring}")
     return lines
 
@@ -117,4 +139,38 @@ def keys_main(argv: list[str]) -> int:
     parser.parse_args(argv)
     from smartloader.tools.keys import keys_table
     print(keys_table())
+    return 0
+
+
+def preset_main(argv: list[str]) -> int:
+    from smartloader.config.presets import PRESETS, preset
+    parser = argparse.ArgumentParser(
+        prog="smartloader preset",
+        description="Print a shipped configuration as YAML, to save and edit "
+                    "(smartloader preset combined --side 32 --index-key 2 > smartloader.yaml).")
+    parser.add_argument("name", choices=sorted(PRESETS))
+    parser.add_argument("--side", type=int, required=True,
+                        help="the images' side in px as the loader yields them")
+    parser.add_argument("--index-key", metavar="KEY",
+                        help="where the sample ids are in a batch (an integer position or a "
+                             "field name): turns on the history scorer, which needs "
+                             "loader.report_losses() in the loop; without it the pool is "
+                             "scored by the model's low-resolution forward")
+    parser.add_argument("--total-steps", type=int, help="add total_steps")
+    args = parser.parse_args(argv)
+    key = args.index_key
+    if key is not None and key.lstrip("-").isdigit():
+        key = int(key)
+    try:
+        cfg = preset(args.name, side=args.side, index_key=key)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.total_steps is not None:
+        cfg["total_steps"] = args.total_steps
+    from smartloader.config.schema import load_config
+    load_config(cfg)   # a shipped preset always validates; this keeps it so
+    import yaml
+    print(f"# smartloader preset {args.name} --side {args.side}"
+          + (f" --index-key {args.index_key}" if args.index_key is not None else ""))
+    print(yaml.safe_dump(cfg, sort_keys=False).rstrip())
     return 0

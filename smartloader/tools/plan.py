@@ -98,7 +98,8 @@ def _value(schedule: Any, step: int) -> float | None:
 def plan_rows(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedules,
               pool_factor: float = TOP.default("pool_factor"),
               score_resolution: int | None = None, arch: str = "cnn",
-              base_resolution: int = BASE_RESOLUTION) -> list[dict[str, Any]]:
+              base_resolution: int = BASE_RESOLUTION,
+              scored_by: str = "forward") -> list[dict[str, Any]]:
     """One dict per segment of constant phase and resolution.
 
     Keys: ``start``, ``stop`` (steps, stop exclusive), ``phase``, ``selection``, ``beta``,
@@ -108,8 +109,14 @@ def plan_rows(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedule
     cost) and ``cost`` (mean relative compute per step, 1.0 = uniform full resolution).
     ``score_resolution`` fixes the scoring resolution; when None it follows
     ``schedules.score_scale``. ``base_resolution`` is used when there is no resolution
-    schedule.
+    schedule. ``scored_by``: ``"forward"`` (the live model's scoring forward, the default
+    scorer), ``"table"`` (a loss table: ``history``, learnability from history and best
+    past loss) or ``"proxy"`` (a small co-trained network); only a forward is modelled as
+    overhead, the others score with no forward of the live model (``score_resolution``
+    None; a proxy's own cost depends on its size and is measured in ``StepStats``).
     """
+    if scored_by not in ("forward", "table", "proxy"):
+        raise ValueError(f"scored_by must be 'forward', 'table' or 'proxy', got {scored_by!r}")
     if arch not in ("cnn", "vit"):
         raise ValueError(f"arch must be 'cnn' or 'vit', got {arch!r}")
     if total_steps < 1:
@@ -125,12 +132,14 @@ def plan_rows(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedule
             r = _resolution(schedules, step, base_resolution) if step < stop else None
             if r == current:
                 continue
-            r_hat = _score_res(schedules, current, score_resolution) if selecting else None
-            overhead = pool_factor / 3.0 * (r_hat / current) ** power if selecting else 0.0
+            forward = selecting and scored_by == "forward"
+            r_hat = _score_res(schedules, current, score_resolution) if forward else None
+            overhead = pool_factor / 3.0 * (r_hat / current) ** power if forward else 0.0
             rows.append({
                 "start": seg_start, "stop": step, "phase": phase.name,
                 "selection": phase.selection, "beta": phase.beta,
                 "resolution": current, "score_resolution": r_hat,
+                "scored_by": scored_by if selecting else None,
                 "magnitude": (_value(schedules.augment, seg_start),
                               _value(schedules.augment, step - 1)),
                 "lr": (_value(schedules.lr, seg_start), _value(schedules.lr, step - 1)),
@@ -179,17 +188,17 @@ def _pair(pair: tuple[float | None, float | None], fmt: str) -> str:
 def format_plan(total_steps: int, phases: Sequence[PhaseLike], schedules: Schedules,
                 pool_factor: float = TOP.default("pool_factor"),
                 score_resolution: int | None = None, arch: str = "cnn",
-                base_resolution: int = BASE_RESOLUTION) -> str:
+                base_resolution: int = BASE_RESOLUTION, scored_by: str = "forward") -> str:
     """The plan as a text table followed by the compute summary."""
     rows = plan_rows(total_steps, phases, schedules, pool_factor, score_resolution, arch,
-                     base_resolution)
+                     base_resolution, scored_by)
     s = plan_summary(rows)
     header = ("steps", "phase", "selection", "beta", "res", "score", "magnitude", "lr",
               "cost")
     table = [header] + [(
         f"{r['start']}-{r['stop'] - 1}", str(r["phase"]), str(r["selection"]),
         "-" if r["beta"] is None else f"{r['beta']:g}", str(r["resolution"]),
-        "-" if r["score_resolution"] is None else str(r["score_resolution"]),
+        (r["scored_by"] or "-") if r["score_resolution"] is None else str(r["score_resolution"]),
         _pair(r["magnitude"], ".2f"), _pair(r["lr"], ".4g"), f"{r['cost']:.3f}",
     ) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="uniform epochs per resolution stage; a selection stage takes "
                         "pool_factor times as many (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: FFCV's ToDevice puts the batches on the GPU; the model runs there")
     args = p.parse_args(argv)
     h = {**hyp, **(quick if args.quick else {})}
     print(f"ffcv_train: smartloader from {os.path.dirname(smartloader.__file__)}, "
@@ -189,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     r = h["resolution"]
     adapter = RecordingFFCVAdapter.from_beton(beton, batch_size=h["batch_size"],
-                                              resolution=r["min"], seed=args.seed)
+                                              resolution=r["min"], seed=args.seed,
+                                              device="cuda" if args.device == "cuda" else None)
     per_epoch = len(adapter)                        # B: loader batches per epoch
     pf, k = h["pool_factor"], args.stage_epochs
     assert per_epoch % pf == 0, "a selection epoch must be a whole number of pools"
@@ -213,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
         "resolution": {"type": "progressive", **r},
     }
     torch.manual_seed(args.seed)
-    model = Net(h["width"])
+    model = Net(h["width"]).to(args.device)
+    test_x, test_y = test_x.to(args.device), test_y.to(args.device)
     loader = smartloader.wrap(adapter, model, config)  # <- the one line; checks the schedule
     #                                                    against FFCV's capabilities
     opt = torch.optim.SGD(model.parameters(), lr=h["lr"], momentum=0.9, nesterov=True,
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"ffcv_train: {n} images in {beton} ({os.path.getsize(beton) / 1e6:.1f} MB, written "
           f"in {write_s:.1f} s); {per_epoch} loader batches of {h['batch_size']} per epoch; "
           f"{epochs} epochs, {total} steps")
-    hard_t = torch.from_numpy(hard)
+    hard_t = torch.from_numpy(hard).to(args.device)
     picked = Counter()                              # phase -> (hard, all) samples trained on
     step, epoch_rows, t0 = 0, [], time.perf_counter()
     for epoch in range(epochs):
@@ -257,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
     share = {ph["name"]: picked[ph["name"], "hard"] / picked[ph["name"], "all"]
              for ph in config["phases"] if picked[ph["name"], "all"]}
     result = {"adapter": "ffcv", "loader": type(adapter).__name__, "config": config,
+              "device": args.device, "image_device": str(batch["image"].device),
               "beton": beton,
               "beton_bytes": os.path.getsize(beton), "train_images": n,
               "batches_per_epoch": per_epoch, "epochs": epochs, "steps": step,

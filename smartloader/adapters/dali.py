@@ -133,7 +133,7 @@ def build_classification_pipeline(
         shuffle: bool = True, random_area: tuple[float, float] = (0.08, 1.0),
         flip: bool = True, max_rotation: float = 30.0, max_brightness: float = 0.4,
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-        prefetch_queue_depth: int = 2) -> Pipeline:
+        prefetch_queue_depth: int = 2, decode: str = "cpu") -> Pipeline:
     """A training pipeline over image files whose size and augmentation follow schedules.
 
     ``files[i]`` (JPEG/PNG/...) has class ``labels[i]``; the pipeline outputs ``image``
@@ -148,9 +148,16 @@ def build_classification_pipeline(
 
     Sharding: shard ``shard_id`` of ``num_shards`` with ``pad_last_batch=True``; ``shuffle``
     reshuffles the whole file list every epoch (``shuffle_after_epoch``; the first epoch's
-    order is a ``seed``-ed permutation). ``device_id=None`` runs on CPU; with a GPU id the
-    decode is still CPU here (``"mixed"`` decoding is a later change).
+    order is a ``seed``-ed permutation). ``device_id=None`` runs on CPU. ``decode="mixed"``
+    (needs ``device_id``) decodes on the GPU (nvJPEG; the host parses the files) and runs
+    every later operator there, so ``image`` arrives as a CUDA tensor; ``"cpu"`` decodes on
+    the host (with ``device_id`` the pipeline still runs its operators on the CPU).
     """
+    if decode not in ("cpu", "mixed"):
+        raise ValueError(f"decode must be 'cpu' or 'mixed', got {decode!r}")
+    if decode == "mixed" and device_id is None:
+        raise ValueError("decode='mixed' decodes on a GPU: give device_id (e.g. 0), or use "
+                         "decode='cpu' without a GPU")
     n = len(files)
     if len(labels) != n or n == 0:
         raise ValueError(f"files and labels must be non-empty and equally long, "
@@ -170,7 +177,7 @@ def build_classification_pipeline(
         encoded, index = fn.readers.file(
             files=reader_files, labels=reader_ids, shard_id=shard_id, num_shards=num_shards,
             shuffle_after_epoch=shuffle, pad_last_batch=True, name="Reader")
-        images = fn.decoders.image_random_crop(encoded, device="cpu", output_type=types.RGB,
+        images = fn.decoders.image_random_crop(encoded, device=decode, output_type=types.RGB,
                                                random_area=list(random_area))
         size = fn.external_source(source=size_source, batch=True, batch_info=True)
         images = fn.resize(images, size=size)

@@ -28,7 +28,7 @@ from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder,
                                   RandomResizedCropRGBImageDecoder)
 from ffcv.loader import Loader, OrderOption
 from ffcv.loader.epoch_iterator import EpochIterator
-from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
+from ffcv.transforms import RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
 from ffcv.writer import DatasetWriter
 
 from smartloader.pipeline.capabilities import Capabilities
@@ -159,13 +159,16 @@ class FFCVAdapter:
     def from_beton(cls, path: str, batch_size: int, resolution: int | Sequence[int], *,
                    num_workers: int = 1, order: str = "random", seed: int = 0,
                    distributed: bool = False, drop_last: bool = False,
-                   batches_ahead: int = 2, train: bool = True) -> "FFCVAdapter":
+                   batches_ahead: int = 2, train: bool = True,
+                   device: str | torch.device | None = None) -> "FFCVAdapter":
         """Build a Loader over a :func:`write_beton` file and wrap it.
 
         ``train=True``: random-resized crop + horizontal flip; ``False``: center crop
         (ratio 224/256). Images come out as uint8 ``[B, 3, H, W]`` (channels-last memory).
         ``order``: ``"random"``, ``"sequential"`` or ``"quasi_random"`` (not distributed).
-        ``distributed=True`` needs ``torch.distributed`` initialised first.
+        ``distributed=True`` needs ``torch.distributed`` initialised first. ``device``
+        (e.g. ``"cuda:0"``) ends every pipeline with FFCV's ``ToDevice`` (non-blocking), so
+        batches arrive on that device; ``None`` leaves them in host memory.
         """
         size = _as_size(resolution)
         if train:
@@ -174,15 +177,16 @@ class FFCVAdapter:
         else:
             decoder = CenterCropRGBImageDecoder(size, ratio=224 / 256)
             image_ops = [decoder, ToTensor(), ToTorchImage()]
+        to_device = [] if device is None else [ToDevice(torch.device(device), non_blocking=True)]
         loader = Loader(
             str(path), batch_size=batch_size, num_workers=num_workers,
             order={"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
                    "quasi_random": OrderOption.QUASI_RANDOM}[order],
             seed=seed, distributed=distributed, drop_last=drop_last,
             batches_ahead=batches_ahead,
-            pipelines={"image": image_ops,
-                       "label": [IntDecoder(), ToTensor()],
-                       "index": [IntDecoder(), ToTensor()]})
+            pipelines={"image": image_ops + to_device,
+                       "label": [IntDecoder(), ToTensor()] + to_device,
+                       "index": [IntDecoder(), ToTensor()] + to_device})
         return cls(loader, decoder)
 
     @property

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 import smartloader
 from smartloader.tools.datasets import load_image_dir
+from smartloader.tools.demo import evaluate
 from smartloader.tools.models import SmallResNet, batch_augment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -245,16 +246,6 @@ def _infobatch_steps(loader, per_epoch):
     return max(1, round(pruned * per_epoch * keep + (loader.epochs - pruned) * per_epoch))
 
 
-def evaluate(model, x, y, bs=1000):
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), bs):
-            correct += int((model(x[i:i + bs]).argmax(1) == y[i:i + bs]).sum())
-    model.train()
-    return correct / len(x)
-
-
 # -- tables ----------------------------------------------------------------------------------
 def summarize(runs):
     """Per method and budget: median final accuracy and wall; the target (uniform at 1.0);
@@ -292,6 +283,110 @@ def summarize(runs):
             d["short_of_target_pt"] = 100 * (target - top["acc"])
         out["methods"][m] = d
     return out
+
+
+def per_step_cost(runs, method):
+    """Median over seeds of the method's wall time per step over uniform's (at 1.0, same
+    seed): what a step costs, apart from how many steps it needs."""
+    uni = {r["seed"]: r["wall_s"] / r["steps"] for r in runs
+           if r["method"] == "uniform" and r["fraction"] == 1.0}
+    ratios = [r["wall_s"] / r["steps"] / uni[r["seed"]] for r in runs
+              if r["method"] == method and r["seed"] in uni]
+    return statistics.median(ratios) if ratios else None
+
+
+def paired(runs, method):
+    """Per seed: uniform's wall time at 1.0 over the wall time of the method's smallest
+    budget reaching *that seed's* uniform accuracy (None: no budget did)."""
+    out = {}
+    for u in sorted((r for r in runs if r["method"] == "uniform" and r["fraction"] == 1.0),
+                    key=lambda r: r["seed"]):
+        mine = sorted((r for r in runs if r["method"] == method and r["seed"] == u["seed"]),
+                      key=lambda r: r["fraction"])
+        if not mine:      # this seed has not run the method (yet)
+            continue
+        hit = next((r for r in mine if r["final_acc"] >= u["final_acc"] - 1e-12), None)
+        out[u["seed"]] = None if hit is None else u["wall_s"] / hit["wall_s"]
+    return out
+
+
+def markdown(paths, title, plot_path=None):
+    """The results section of result JSONs (a main run and follow-ups at the same config):
+    budgets table, speed-ups, per-seed numbers."""
+    runs, cfg, later = [], None, []
+    for path in paths:
+        with open(path) as fh:
+            saved = json.load(fh)
+        if cfg is None:
+            cfg = saved["config"]
+        else:
+            keep = ("dataset", "epochs", "train_subset", "width", "batch_size", "lr", "val")
+            differ = [k for k in keep if saved["config"][k] != cfg[k]]
+            if differ:
+                raise ValueError(f"{path}: config differs from {paths[0]} in {differ}")
+            later.append(f"{os.path.basename(path)} ({', '.join(sorted({r['method'] + ' ' + format(r['fraction'], 'g') + 'x' for r in saved['runs']}))})")
+        runs += saved["runs"]
+    s = summarize(runs)
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    fr = sorted({r["fraction"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [f"### {title}", "",
+             f"{cfg['model']} width {cfg['width']}, {cfg['train_images']} training images "
+             f"({cfg['dataset']}), {cfg['epochs']} epochs at budget 1.0 = "
+             f"{cfg['epochs'] * cfg['steps_per_epoch']} steps of batch {cfg['batch_size']}; "
+             f"{cfg['lr_schedule']}; {cfg['optimizer']}; flip + translate "
+             f"{cfg['augment']['pad']} px; {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
+             f"methods interleaved per seed, 1 torch thread per process, two processes on 2 "
+             f"cores. Load average at start {cfg.get('load_start')}, at the last run "
+             f"{cfg.get('load_end')}."
+             + (f" Run after the main run, in the same regime: {'; '.join(later)}."
+                if later else ""), "",
+             f"Target = uniform's median final accuracy at budget 1.0: "
+             f"**{100 * s['target_acc']:.2f}%** in {s['uniform_wall_s']:.1f} s (median). "
+             f"Cells: median final accuracy / median wall seconds of the whole run "
+             f"(evaluation excluded).", "",
+             "| method | " + " | ".join(f"{f:g}x" for f in fr) + " | per-step cost | "
+             "speed-up to target | interpolated | paired per seed |",
+             "|---|" + "---|" * (len(fr) + 4)]
+    for m in methods:
+        d = s["methods"][m]
+        cells = [f"{100 * c['acc']:.2f}% / {c['wall_s']:.0f} s"
+                 if (c := d["budgets"].get(str(f))) else "-" for f in fr]
+        cost = per_step_cost(runs, m)
+        sp = (f"**{d['speedup']:.2f}x** (at {d['fraction_to_target']:g}x)" if "speedup" in d
+              else f"not reached ({d['short_of_target_pt']:+.2f} pt short)".replace("+", ""))
+        interp = f"{d['speedup_interp']:.2f}x" if "speedup_interp" in d else "-"
+        pairs = " / ".join("no" if v is None else f"{v:.2f}x" for v in paired(runs, m).values())
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {cost:.2f}x | {sp} | {interp} | "
+                     f"{pairs} |")
+    lines += ["", "Per seed (final accuracy, wall seconds):", "",
+              "| method | budget | " + " | ".join(f"seed {x}" for x in seeds) + " |",
+              "|---|---|" + "---|" * len(seeds)]
+    for m in methods:
+        for f in fr:
+            rs = {r["seed"]: r for r in runs if r["method"] == m and r["fraction"] == f}
+            if rs:
+                lines.append(f"| {m} | {f:g}x | " + " | ".join(
+                    f"{100 * rs[x]['final_acc']:.2f}% ({rs[x]['wall_s']:.0f} s, "
+                    f"{rs[x]['steps']} steps)" if x in rs else "-" for x in seeds) + " |")
+    own = [r["own_s"] / r["wall_s"] for r in runs if "own_s" in r]
+    if own:
+        lines += ["", f"SmartLoader's own cost (pooling, ranking, drawing, subsetting; all but "
+                      f"the scoring computation): median {100 * statistics.median(own):.2f}% of "
+                      f"the run's wall time, at most {100 * max(own):.2f}%, over the "
+                      f"{len(own)} SmartLoader runs."]
+    if plot_path:
+        from smartloader.tools.svg_plot import line_plot_svg
+        series = []
+        for m in methods:
+            d = s["methods"][m]["budgets"]
+            pts = sorted((c["wall_s"], 100 * c["acc"]) for c in d.values())
+            series.append((m, [p[0] for p in pts], [p[1] for p in pts]))
+        line_plot_svg(series, plot_path, f"{cfg['dataset']}: median final accuracy vs wall "
+                      f"time, one point per budget", "wall time of the whole run (s)",
+                      "final test accuracy (%)", hline=("target", 100 * s["target_acc"]))
+        lines += ["", f"![{cfg['dataset']} budgets](img/{os.path.basename(plot_path)})"]
+    return "\n".join(lines) + "\n"
 
 
 def report(path):
@@ -342,9 +437,17 @@ def main(argv=None):
     p.add_argument("--tag", default="")
     p.add_argument("--out", help="result JSON (default benchmarks/results/speedup_<dataset><tag>.json)")
     p.add_argument("--report", metavar="JSON", help="tabulate a result file and exit")
+    p.add_argument("--markdown", metavar="JSON", nargs="+",
+                   help="print the docs/results.md section of result files (a main run, then "
+                        "follow-ups at the same config) and --plot PATH.svg")
+    p.add_argument("--title", default="Speed-up at equal accuracy")
+    p.add_argument("--plot", help="with --markdown: write the budget plot (SVG) here")
     args = p.parse_args(argv)
     if args.report:
         return report(args.report)
+    if args.markdown:
+        print(markdown(args.markdown, args.title, args.plot))
+        return 0
     if args.dataset is None or args.data is None:
         p.error("give a dataset and --data DIR (or --report JSON)")
     budgets = {m: DEFAULT_FRACTIONS[m] for m in args.methods}

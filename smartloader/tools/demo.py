@@ -31,29 +31,21 @@ import torch.nn.functional as F
 
 from smartloader import wrap
 from smartloader.config.presets import preset
+from smartloader.scoring.proxy_model import ProxyNet
 from smartloader.tools.datasets import ShuffledBatches, load_image_dir, synthetic_images
 from smartloader.tools.progress_bar import ProgressBar
 from smartloader.tools.svg_plot import line_plot_svg
 
 
-class SmallCNN(torch.nn.Module):
-    """conv-bn-relu x3 with pooling, global average pool, linear. Takes uint8 NCHW."""
+class SmallCNN(ProxyNet):
+    """conv-bn-relu x3 with pooling, global average pool, linear (the built-in proxy's
+    network). Takes uint8 NCHW; any input is scaled from 0..255 to [-1, 1]."""
 
     def __init__(self, in_channels: int, classes: int, width: int = 16):
-        super().__init__()
-        c = width
-
-        def block(i, o):
-            return torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, padding=1, bias=False),
-                                       torch.nn.BatchNorm2d(o), torch.nn.ReLU())
-        self.body = torch.nn.Sequential(block(in_channels, c), torch.nn.MaxPool2d(2),
-                                        block(c, 2 * c), torch.nn.MaxPool2d(2),
-                                        block(2 * c, 2 * c))
-        self.head = torch.nn.Linear(2 * c, classes)
+        super().__init__(in_channels, classes, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 127.5 - 1.0
-        return self.head(self.body(x).mean((2, 3)))
+        return super().forward(x.float() / 127.5 - 1.0)
 
 
 @dataclass

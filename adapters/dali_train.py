@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     bs = h["batch_size"]
     size_fn, magnitude_fn = schedule_fns(config, batches_per_epoch(n, bs))
     pipe = build_classification_pipeline(
-        files, train_labels, bs, size_fn, magnitude_fn, seed=args.seed, device_id=0 if gpu else None,
+        files, train_labels, bs, size_fn, magnitude_fn, seed=args.seed,
+        device_id=0 if gpu else None,
         num_threads=h["threads"], max_rotation=h["max_rotation"],
         mean=(127.5,) * 3, std=(127.5,) * 3, decode="mixed" if gpu else "cpu")
     adapter = RecordingDALIAdapter(pipe, labels=train_labels)

@@ -99,7 +99,8 @@ class RS2(Uniform):
         while k > 0:
             if self._perm is None or self._pos == len(self._perm):
                 g = torch.Generator().manual_seed(self.seed * 7919 + self._round)
-                self._perm, self._pos, self._round = torch.randperm(len(self.x), generator=g), 0, self._round + 1
+                self._perm = torch.randperm(len(self.x), generator=g)
+                self._pos, self._round = 0, self._round + 1
             take = self._perm[self._pos:self._pos + k]
             self._pos += len(take)
             k -= len(take)
@@ -324,7 +325,8 @@ def markdown(paths, title, plot_path=None):
             differ = [k for k in keep if saved["config"][k] != cfg[k]]
             if differ:
                 raise ValueError(f"{path}: config differs from {paths[0]} in {differ}")
-            later.append(f"{os.path.basename(path)} ({', '.join(sorted({r['method'] + ' ' + format(r['fraction'], 'g') + 'x' for r in saved['runs']}))})")
+            cells = sorted({f"{r['method']} {r['fraction']:g}x" for r in saved["runs"]})
+            later.append(f"{os.path.basename(path)} ({', '.join(cells)})")
         runs += saved["runs"]
     s = summarize(runs)
     methods = list(dict.fromkeys(r["method"] for r in runs))
@@ -435,7 +437,8 @@ def main(argv=None):
     p.add_argument("--pool-factor", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="")
-    p.add_argument("--out", help="result JSON (default benchmarks/results/speedup_<dataset><tag>.json)")
+    p.add_argument("--out", help="result JSON (default "
+                                 "benchmarks/results/speedup_<dataset><tag>.json)")
     p.add_argument("--report", metavar="JSON", help="tabulate a result file and exit")
     p.add_argument("--markdown", metavar="JSON", nargs="+",
                    help="print the docs/results.md section of result files (a main run, then "

@@ -103,7 +103,8 @@ def load(smoke, device):
     if smoke:   # tiny synthetic colour images: the code path, not the numbers
         g = torch.Generator().manual_seed(0)
         y = torch.randint(0, 10, (384,), generator=g)
-        x = (torch.rand(384, 3, 16, 16, generator=g) * 80 + y.view(-1, 1, 1, 1) * 17).to(torch.uint8)
+        x = torch.rand(384, 3, 16, 16, generator=g) * 80 + y.view(-1, 1, 1, 1) * 17
+        x = x.to(torch.uint8)
         return x[:256].to(device), y[:256].to(device), x[256:].to(device), y[256:].to(device)
     d = np.load(STAGED)
     return tuple(torch.from_numpy(d[k]).to(device)

@@ -258,9 +258,9 @@ class ProxyModelScorer:
         seen = check_int(state["seen"], f"{path}.seen")
         check_int(state["updates"], f"{path}.updates", 0, seen)
         if (state["proxy"] is None) != (state["optimizer"] is None):
-            raise StateError(f"{path}.optimizer: saved {'without' if state['optimizer'] is None else 'with'} "
-                             f"an optimizer state but {'without' if state['proxy'] is None else 'with'} "
-                             f"proxy weights")
+            has = {k: "without" if state[k] is None else "with" for k in ("optimizer", "proxy")}
+            raise StateError(f"{path}.optimizer: saved {has['optimizer']} an optimizer state "
+                             f"but {has['proxy']} proxy weights")
         if state["proxy"] is not None:
             if not isinstance(state["proxy"], Mapping):
                 raise StateError(f"{path}.proxy: must be a state_dict mapping, got "

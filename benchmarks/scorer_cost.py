@@ -2,8 +2,10 @@
 
 Part 1 (cost): SmallCNN (width 16) on 32 px uint8 synthetic images, batch 64, pool_factor 4
 (pool 256), scoring at 16 px, one ranked phase; for each scorer the mean of
-``stats.score_time_s`` (the scorer call plus any scoring forward) over the steps, relative to
-``low_res_loss``. The loop trains the model and calls ``loader.report_losses``.
+``stats.score_time_s`` (the scorer call plus any scoring forward) and of
+``stats.scorer_train_time_s`` (a proxy's training step) over the steps, and the median
+whole step (loading, selection, the training step), relative to the ``history`` scorer's
+(no scoring forward). The loop trains the model and calls ``loader.report_losses``.
 
 Part 2 (accuracy): the same model trained for ``--steps`` yielded steps with MixUp
 (alpha 0.2) everywhere, without selection (one uniform phase) and with ranked selection
@@ -25,8 +27,16 @@ from smartloader.tools.datasets import synthetic_images
 from smartloader.tools.demo import SmallCNN, evaluate
 from smartloader.scoring.model import default_loss
 
-SCORERS = {"low_res_loss": {"type": "low_res_loss"}, "history": {"type": "history"},
-           "proxy (refresh 10)": {"type": "proxy", "refresh_every": 10}}
+SCORERS = {"history": {"type": "history"}, "low_res_loss": {"type": "low_res_loss"},
+           "proxy (refresh 10)": {"type": "proxy", "refresh_every": 10},
+           "proxy_model (width 4)": {"type": "proxy_model", "width": 4},
+           "proxy_model (width 4, train_every 4)": {"type": "proxy_model", "width": 4,
+                                                    "train_every": 4},
+           "proxy_model (width 4, at 16 px)": {"type": "proxy_model", "width": 4,
+                                               "resolution": 16},
+           "learnability (forward - ema)": {"type": "learnability"},
+           "learnability (history - best)": {"type": "learnability", "learner": "history",
+                                             "reference": "best"}}
 
 
 def _data(seed: int, n_train: int = 8000):
@@ -42,8 +52,9 @@ def _loop(ds, cfg, steps, seed, report=True):
     dl = DataLoader(ds, batch_size=64, shuffle=True, drop_last=True,
                     generator=torch.Generator().manual_seed(seed))
     loader = smartloader.wrap(dl, model, cfg)
-    score_times, done, t0 = [], 0, time.perf_counter()
+    score_times, train_times, step_times, done, t0 = [], [], [], 0, time.perf_counter()
     while done < steps:
+        t_step = time.perf_counter()
         for x, y, _ in loader:
             losses = default_loss(model(x), y)
             if report:
@@ -53,26 +64,35 @@ def _loop(ds, cfg, steps, seed, report=True):
             opt.step()
             if loader.stats.scored_by is not None:  # not uniform steps nor lone short pools
                 score_times.append(loader.stats.score_time_s)
+                train_times.append(loader.stats.scorer_train_time_s)
+                step_times.append(time.perf_counter() - t_step)
+            t_step = time.perf_counter()
             done += 1
             if done == steps:
                 break
+    _loop.train_times, _loop.step_times = train_times, step_times
     return model, loader, score_times, time.perf_counter() - t0
 
 
 def cost(steps: int) -> None:
     ds, _, _ = _data(0)
-    print(f"| scorer | score ms/step (mean) | vs low_res_loss | forwards / steps |")
-    print("|---|---|---|---|")
+    print("| scorer | score ms/step | scorer training ms/step | whole step ms | step vs "
+          "history (no forward) | forwards / steps |")
+    print("|---|---|---|---|---|---|")
     base = None
     for name, scorer in SCORERS.items():
         cfg = {"seed": 0, "pool_factor": 4, "score_resolution": 16, "index_key": 2,
                "scorer": scorer, "phases": [{"name": "select", "selection": "ranked"}]}
         _, loader, times, _ = _loop(ds, cfg, steps, 0)
         ms = 1e3 * statistics.mean(times[2:])  # skip the first steps (warm-up of kernels)
-        base = base or ms
+        train = 1e3 * statistics.mean(_loop.train_times[2:])
+        step = 1e3 * statistics.median(_loop.step_times[2:])
+        if name == "history":
+            base = step
         s = loader.stats
-        print(f"| {name} | {ms:.2f} | {ms / base:.2f}x | {s.scoring_forwards} / "
-              f"{s.scoring_forwards + s.forwards_skipped} |")
+        rel = f"{step / base:.2f}x" if base else "-"
+        print(f"| {name} | {ms:.2f} | {train:.2f} | {step:.1f} | {rel} | "
+              f"{s.scoring_forwards} / {s.scoring_forwards + s.forwards_skipped} |", flush=True)
 
 
 def accuracy(steps: int, seeds: list[int]) -> None:

@@ -1,6 +1,7 @@
 """benchmarks/gpu/run.sh --smoke: the GPU benchmark's code paths, on the CPU, end to end."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path

@@ -15,9 +15,18 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(600)
 def test_gpu_run_script_smoke_mode_writes_every_result(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "run.sh"), "--smoke"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=550)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # its own process group, so a timeout stops the script's children too (none may outlive
+    # the test and load the machine)
+    proc = subprocess.Popen(["bash", str(ROOT / "benchmarks" / "gpu" / "run.sh"), "--smoke"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=550)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
     bench = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert bench["device"] == "cpu" and bench["overhead"]["timer"] == "perf_counter"
     assert bench["overhead"]["smartloader_next_s_median"] > 0

@@ -328,6 +328,9 @@ def markdown(paths, title, plot_path=None):
             cells = sorted({f"{r['method']} {r['fraction']:g}x" for r in saved["runs"]})
             later.append(f"{os.path.basename(path)} ({', '.join(cells)})")
         runs += saved["runs"]
+        for f in saved["config"].get("followups", []):   # merged into this file already
+            later.append(f"{', '.join(f['methods'])} (seeds {', '.join(map(str, f['seeds']))}; "
+                         f"load {f['load_start']} to {f['load_end']})")
     s = summarize(runs)
     methods = list(dict.fromkeys(r["method"] for r in runs))
     fr = sorted({r["fraction"] for r in runs})
@@ -341,8 +344,8 @@ def markdown(paths, title, plot_path=None):
              f"methods interleaved per seed, 1 torch thread per process, two processes on 2 "
              f"cores. Load average at start {cfg.get('load_start')}, at the last run "
              f"{cfg.get('load_end')}."
-             + (f" Run after the main run, in the same regime: {'; '.join(later)}."
-                if later else ""), "",
+             + (f" Run after the main run, in the same regime and on the same seeds (not "
+                f"interleaved with uniform): {'; '.join(later)}." if later else ""), "",
              f"Target = uniform's median final accuracy at budget 1.0: "
              f"**{100 * s['target_acc']:.2f}%** in {s['uniform_wall_s']:.1f} s (median). "
              f"Cells: median final accuracy / median wall seconds of the whole run "

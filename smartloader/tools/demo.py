@@ -81,8 +81,9 @@ def demo_config(side: int, steps: int, seed: int) -> dict:
 
 
 def _augment(x: torch.Tensor, g: torch.Generator, magnitude: float) -> torch.Tensor:
+    # translation only: a mirrored grating has another orientation, i.e. another class
     from smartloader.tools.models import batch_augment
-    return batch_augment(x, g, round(2 * magnitude / 5.0), flip=True)
+    return batch_augment(x, g, round(2 * magnitude / 5.0), flip=False)
 
 
 def train(name: str, data, steps: int, batch_size: int, seed: int, lr: float,

@@ -131,11 +131,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _model(args, device):
+    torch.manual_seed(0)
+    model = ResNet18(width=args.width).to(device)
+    # channels-last only on CUDA: on the CPU build (torch 2.13) this tiny ResNet's backward in
+    # channels-last crashed ("double free or corruption") or crawled
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
 def train(method, data, args, fraction, device):
     tx, ty, vx, vy = data
     steps = max(1, round(fraction * args.epochs * -(-len(tx) // args.batch_size)))
-    torch.manual_seed(0)
-    model = ResNet18(width=args.width).to(device).to(memory_format=torch.channels_last)
+    model = _model(args, device)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (
@@ -192,7 +199,7 @@ def overhead(data, args, device, steps):
     """Selection path time per step with CUDA events (host timer on CPU), next() of the
     SmartLoader under sync-debug "error" on CUDA; and the raw loader's next() alone."""
     tx, ty, _, _ = data
-    model = ResNet18(width=args.width).to(device).to(memory_format=torch.channels_last)
+    model = _model(args, device)
     cfg = {"total_steps": steps + 10, "seed": 0, "pool_factor": 2, "score_resolution": 16,
            "phases": [{"name": "select", "selection": "ranked"}]}
     sl = smartloader.wrap(DeviceBatches(tx, ty, args.batch_size, 0), model, cfg)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 import smartloader
-from smartloader.tools.datasets import load_image_dir
+from smartloader.tools.datasets import ShuffledBatches, load_image_dir
 from smartloader.tools.demo import evaluate
 from smartloader.tools.models import SmallResNet, batch_augment
 
@@ -62,27 +62,12 @@ DATASETS = {"cifar10": {"pad": 4, "flip": True}, "fmnist": {"pad": 2, "flip": Tr
 
 
 # -- samplers: what each epoch trains on ----------------------------------------------------
-class Uniform:
+class Uniform(ShuffledBatches):
     """The whole set each epoch, reshuffled from (seed, epoch). Yields (x, y, index)."""
 
     def __init__(self, x, y, batch_size, seed):
-        self.x, self.y, self.bs, self.seed, self.epoch = x, y, batch_size, seed, 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def order(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(len(self.x), generator=g)
-
-    def __len__(self):
-        return -(-len(self.x) // self.bs)
-
-    def __iter__(self):
-        idx = self.order()
-        for b in range(0, len(idx), self.bs):
-            i = idx[b:b + self.bs]
-            yield self.x[i], self.y[i], i
+        super().__init__(x, y, batch_size, seed=seed)
+        self.bs = batch_size
 
 
 class RS2(Uniform):

@@ -27,26 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import smartloader
-from smartloader.tools.models import batch_augment
+from smartloader.tools.models import BasicBlock, batch_augment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGED = os.path.join(HERE, "data", "cifar10_small.npz")
-
-
-class _Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                    nn.BatchNorm2d(cout)) if stride != 1 or cin != cout
-                      else nn.Identity())
-
-    def forward(self, x):
-        out = F.relu(self.b1(self.c1(x)))
-        return F.relu(self.b2(self.c2(out)) + self.short(x))
 
 
 class ResNet18(nn.Module):
@@ -59,7 +43,7 @@ class ResNet18(nn.Module):
                                   nn.ReLU())
         layers, cin = [], w
         for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
-            layers += [_Block(cin, cout, 1 if i == 0 else 2), _Block(cout, cout, 1)]
+            layers += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
             cin = cout
         self.layers = nn.Sequential(*layers)
         self.head = nn.Linear(cin, classes)

@@ -170,12 +170,14 @@ class LearnabilityScorer:
 
     def _combine(self, learner: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         scores = learnability(learner, reference)
+        if self.reference != "best":   # only a best-past-loss table has no-reference gaps
+            return scores
+        # no reference yet: the pool's largest known score (0 when none is known); computed
+        # on the device without a host read, since this runs every selection step
         unknown = torch.isnan(scores)
-        if bool(unknown.any()):   # no reference yet: the pool's largest known score
-            known = scores[~unknown]
-            top = known.max() if known.numel() else torch.zeros((), device=scores.device)
-            scores = torch.where(unknown, top, scores)
-        return scores
+        top = torch.where(unknown, float("-inf"), scores).max()
+        top = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+        return torch.where(unknown, top, scores)
 
     # -- protocol ---------------------------------------------------------------------------
     def score(self, pool_fields: Mapping[str, Any], sample_ids: torch.Tensor | None,

@@ -105,9 +105,10 @@ def proxy_losses(proxy: torch.nn.Module, inputs: torch.Tensor, targets: torch.Te
 
 def proxy_train_step(proxy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      inputs: torch.Tensor, targets: torch.Tensor,
-                     resolution: int | None = None) -> float:
+                     resolution: int | None = None) -> torch.Tensor:
     """One optimizer step of ``proxy`` on the batch (mean cross-entropy, train mode, at
-    ``resolution`` px); returns the loss as a float."""
+    ``resolution`` px); returns the loss as a detached 0-d tensor (no host read: this runs
+    on every yielded batch)."""
     was = proxy.training
     proxy.train()
     try:
@@ -118,7 +119,7 @@ def proxy_train_step(proxy: torch.nn.Module, optimizer: torch.optim.Optimizer,
             optimizer.step()
     finally:
         proxy.train(was)
-    return float(loss.detach())
+    return loss.detach()
 
 
 class ProxyModelScorer:

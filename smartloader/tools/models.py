@@ -12,10 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SmallResNet", "batch_augment"]
+__all__ = ["SmallResNet", "BasicBlock", "batch_augment"]
 
 
-class _Block(nn.Module):
+class BasicBlock(nn.Module):
+    """The ResNet basic block: two 3x3 conv-BN layers and a (projected) shortcut."""
+
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -42,7 +44,7 @@ class SmallResNet(nn.Module):
         w = width
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(w), nn.ReLU())
-        self.stages = nn.Sequential(_Block(w, w, 1), _Block(w, 2 * w, 2), _Block(2 * w, 4 * w, 2))
+        self.stages = nn.Sequential(BasicBlock(w, w, 1), BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 4 * w, 2))
         self.head = nn.Linear(4 * w, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -61,8 +61,10 @@ class SmartLoader:
             :class:`~smartloader.scoring.ModelHandle`).
         config: YAML path, mapping or :class:`~smartloader.Config`; ``None`` = defaults.
         loss_fn: ``loss_fn(outputs, targets) -> Tensor[n]``; default per-sample cross-entropy.
-        callback: called with the :class:`~smartloader.pipeline.stats.StepStats` of every step (reading
-            them synchronises with the GPU; leave it ``None`` on fast paths).
+        callback: called with the :class:`~smartloader.pipeline.stats.StepStats` of every step
+            (reading them synchronises with the GPU; leave it ``None`` on fast paths); a list
+            or tuple of callables is called in order (e.g. a TensorBoard writer and a
+            progress bar, :mod:`smartloader.integrations.logging`).
         **overrides: replace top-level config keys, e.g. ``total_steps=10_000``.
 
     Epochs: each ``iter()`` runs one epoch of the wrapped loader. ``set_epoch(e)`` (also
@@ -105,7 +107,7 @@ class SmartLoader:
         self.loader = loader
         self._phases: tuple[Phase, ...] = cfg.resolve_phases()
         self._rank = _dist_rank()
-        self._callback = callback
+        self._callback = _callbacks(callback)
         bs = getattr(loader, "batch_size", None)
         #: the wrapped loader's batch size, else the first batch's (None before it)
         self._batch_size: int | None = bs if isinstance(bs, int) and bs > 0 else None
@@ -348,6 +350,31 @@ OWN_NAMES = frozenset(n for n in dir(SmartLoader) if not n.startswith("_")) | {
     "loader", "config", "distributed"}
 #: The instance attributes SmartLoader sets on itself.
 _OWN_ATTRS = frozenset({"loader", "config", "distributed"})
+
+
+def _callbacks(callback: Any) -> Callable[[StepStats], None] | None:
+    """``callback`` as one callable (``None``, a callable, or a list/tuple of them)."""
+    if callback is None or callable(callback):
+        return callback
+    if isinstance(callback, (list, tuple)):
+        bad = [i for i, c in enumerate(callback) if not callable(c)]
+        if bad:
+            raise TypeError(f"callback[{bad[0]}]: must be callable (called with each step's "
+                            f"StepStats), got {type(callback[bad[0]]).__name__}")
+        return _CallbackList(tuple(callback)) if callback else None
+    raise TypeError(f"callback must be a callable, a list of callables or None, got "
+                    f"{type(callback).__name__}")
+
+
+class _CallbackList:
+    """Several step callbacks called in order (picklable when they are)."""
+
+    def __init__(self, callbacks: tuple):
+        self.callbacks = callbacks
+
+    def __call__(self, stats: StepStats) -> None:
+        for c in self.callbacks:
+            c(stats)
 
 
 def _rebuild(loader, model, config, loss_fn, callback, state) -> SmartLoader:

@@ -45,12 +45,16 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 f"the model is now on {gen.device}; move the model to {saved_on.type} "
                 f"before iterating")
         gen.set_state(resume["generator"])
-        skip, cur.epoch_start_step = resume["consumed"], resume["epoch_start_step"]
+        resumed, cur.epoch_start_step = resume["consumed"], resume["epoch_start_step"]
     else:
         gen.manual_seed(mix_seed(sl.config.seed, epoch, sl._rank))
-        skip, cur.epoch_start_step = 0, cur.step
-    sl._scoring.start_epoch(epoch, resumed=bool(skip))
-    cur.consumed = 0
+        resumed, cur.epoch_start_step = 0, cur.step
+    inner, cur.loader_state = cur.loader_state, None
+    if inner is not None:  # the wrapped loader continues from its own saved position
+        sl.loader.load_state_dict(inner)
+    skip = 0 if inner is not None else resumed  # without it: re-read the consumed batches
+    sl._scoring.start_epoch(epoch, resumed=bool(resumed))
+    cur.consumed = resumed - skip
     cur.active = True
     cur.mid_epoch = True
     it = iter(sl.loader)
@@ -62,10 +66,15 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 raise RuntimeError(
                     f"cannot resume: the wrapped loader yields only {cur.consumed} batches in "
                     f"epoch {epoch}, the saved state had consumed {skip}. Is it "
-                    f"deterministic per epoch?") from None
+                    f"deterministic per epoch? A loader that keeps its own position (torchdata's "
+                    f"StatefulDataLoader) resumes without re-reading") from None
             cur.consumed += 1
-        if skip:
-            logger.info("resumed epoch %d: re-read %d wrapped batches", epoch, skip)
+        if resumed:
+            if skip:
+                logger.info("resumed epoch %d: re-read %d wrapped batches", epoch, skip)
+            else:
+                logger.info("resumed epoch %d after %d wrapped batches from the wrapped "
+                            "loader's own state", epoch, resumed)
             if sl._keys is None and sl._replay.pending:
                 sl._inspect_first(sl._replay.template)
             yield from _replays(sl)  # replay steps owed when the state was saved

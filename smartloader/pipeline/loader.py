@@ -19,14 +19,16 @@ from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED
                                         describe_phases)
 from smartloader.config.schema import Config, load_config
 from smartloader.config.steps import Consumption, steps_in_epoch
-from smartloader.common.state import show, strict_keys
+from smartloader.common.state import check_int, show, strict_keys
 from smartloader.errors import StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
 from smartloader.pipeline.distributed import DistributedSync
 from smartloader.pipeline.epoch import run_epoch, step_stats
 from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.run_length import by_epochs, warn_unreached
-from smartloader.pipeline.state import STATE_KEYS, STATE_VERSION, Cursor, check_cursor_state
+from smartloader.pipeline.distributed import world
+from smartloader.pipeline.state import (STATE_KEYS, STATE_VERSION, Cursor, check_cursor_state,
+                                        is_stateful)
 from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline.step import SelectionStep
 from smartloader.replay.stage import build_replay_stage
@@ -213,6 +215,7 @@ class SmartLoader:
                            "%d: the saved position is dropped and epoch %d starts from its "
                            "beginning", epoch, cur.resume["epoch"], epoch)
             cur.resume = None
+            cur.loader_state = None  # the wrapped loader starts that epoch afresh too
         cur.epoch = epoch
 
     def __len__(self) -> int:
@@ -288,17 +291,41 @@ class SmartLoader:
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue batch for batch: the cursor (step, epoch, position,
-        generator), each stage's state, and the config it was saved with.
+        generator), each stage's state, the config it was saved with, the wrapped loader's
+        own state, and the process layout (``world_size``, ``rank``) it was taken in.
 
-        Taken between batches, it describes what the consumer has received. The wrapped
-        loader's own state is not included: on resume, SmartLoader re-reads (without
-        scoring or yielding) the batches the interrupted epoch had consumed, which requires
-        the wrapped loader to produce the same batches for the same epoch.
+        Taken between batches, it describes what the consumer has received. When the
+        wrapped loader keeps its own position (``state_dict()`` and ``load_state_dict()``,
+        as torchdata's ``StatefulDataLoader``), its state is nested under ``loader`` and
+        resume restores it, so even a shuffled loader continues exactly and nothing is read
+        twice. Otherwise (``loader`` is ``None``) SmartLoader re-reads, without scoring or
+        yielding, the batches the interrupted epoch had consumed, which requires the wrapped
+        loader to produce the same batches for the same epoch.
+
+        Under several ranks each rank's state is its own: save one per rank
+        (``torch.save(loader.state_dict(), f"loader_{rank}.pt")``), or put
+        ``loader.checkpoint`` in a ``torch.distributed.checkpoint`` state dict, which keeps
+        one entry per rank (see ``docs/distributed.md``).
         """
-        return {"version": STATE_VERSION, **self._cursor.state_dict(),
+        cur = self._cursor
+        if cur.loader_state is not None:   # loaded, not yet handed on
+            inner = cur.loader_state
+        else:
+            inner = self.loader.state_dict() if is_stateful(self.loader) else None
+        rank, size = world()
+        return {"version": STATE_VERSION, **cur.state_dict(),
                 "config": self.config.to_dict(),
                 "scoring": self._scoring.state_dict(), "selection": self._chooser.state_dict(),
-                "transform": self._transform.state_dict(), "replay": self._replay.state_dict()}
+                "transform": self._transform.state_dict(), "replay": self._replay.state_dict(),
+                "loader": inner, "world_size": size, "rank": rank}
+
+    @property
+    def checkpoint(self):
+        """This loader as a ``torch.distributed.checkpoint`` entry: one opaque value per rank
+        (:class:`~smartloader.pipeline.checkpoint.CheckpointState`), e.g.
+        ``dcp.save({"model": ..., "loader": loader.checkpoint}, checkpoint_id=path)``."""
+        from smartloader.pipeline.checkpoint import CheckpointState
+        return CheckpointState(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
@@ -312,6 +339,7 @@ class SmartLoader:
         if self._cursor.active:
             raise RuntimeError("load_state_dict() during an iteration; call it before iter()")
         self._cursor.load_state_dict(state)
+        self._cursor.loader_state = state["loader"]
         self._scoring.load_state_dict(state["scoring"])
         self._chooser.load_state_dict(state["selection"])
         self._transform.load_state_dict(state["transform"])
@@ -339,10 +367,41 @@ class SmartLoader:
                              + ", ".join(f"{k}: saved {saved.get(k)!r}, now {ours.get(k)!r}"
                                          for k in diff) + ")")
         check_cursor_state(state, "state")
+        self._check_run(state)
         self._scoring.check_state(state["scoring"], "state.scoring")
         self._chooser.check_state(state["selection"], "state.selection")
         self._transform.check_state(state["transform"], "state.transform")
         self._replay.check_state(state["replay"], "state.replay")
+
+    def _check_run(self, state: Mapping[str, Any]) -> None:
+        """The process layout and the wrapped loader's state of a saved state."""
+        rank, size = world()
+        saved_size = check_int(state["world_size"], "state.world_size", minimum=1)
+        saved_rank = check_int(state["rank"], "state.rank", maximum=saved_size - 1)
+        if saved_size != size:
+            raise StateError(
+                f"state.world_size: saved with {saved_size} process(es), this run has {size}. "
+                f"Each rank's state holds its own shard's position, so a state resumes only "
+                f"with the same number of processes: relaunch with {saved_size} processes, or "
+                f"start the data pipeline afresh (load the model and optimizer only)")
+        if saved_rank != rank:
+            raise StateError(
+                f"state.rank: this is rank {rank}, the state was saved by rank {saved_rank}. "
+                f"Every rank saves and loads its own state (e.g. "
+                f"torch.save(loader.state_dict(), f'loader_{{rank}}.pt')); a state saved by "
+                f"one rank only, or stored under one key for all ranks, cannot resume the "
+                f"others")
+        inner = state["loader"]
+        if inner is not None and not is_stateful(self.loader):
+            raise StateError(
+                f"state.loader: the state holds the wrapped loader's own state (saved around "
+                f"a loader with state_dict()/load_state_dict(), such as a StatefulDataLoader), "
+                f"but the wrapped {type(self.loader).__name__} has no load_state_dict(); wrap "
+                f"the same kind of loader to resume")
+        if inner is None and is_stateful(self.loader) and state["consumed"] > 0:
+            logger.info("state.loader is None (saved around a loader without state): the "
+                        "wrapped %s re-reads the %d consumed batches of epoch %d",
+                        type(self.loader).__name__, state["consumed"], state["epoch"])
 
 
 #: SmartLoader's own public names: they win over the wrapped loader's on reads.

@@ -16,15 +16,19 @@ import torch
 from smartloader.common.state import check_generator_state, check_int, show, strict_keys
 from smartloader.errors import StateError
 
-__all__ = ["Cursor", "STATE_VERSION", "STATE_KEYS", "CURSOR_KEYS", "STAGE_KEYS",
-           "check_cursor_state"]
+__all__ = ["Cursor", "STATE_VERSION", "STATE_KEYS", "CURSOR_KEYS", "STAGE_KEYS", "RUN_KEYS",
+           "check_cursor_state", "is_stateful"]
 
-STATE_VERSION = 2
+#: 3: the wrapped loader's own state (``loader``) and the process layout (``world_size``,
+#: ``rank``) joined the state
+STATE_VERSION = 3
 #: the cursor's entries, then the stages' nested states, then the config
 CURSOR_KEYS = ("step", "epoch", "consumed", "epoch_start_step", "generator",
                "generator_device", "short_pools")
 STAGE_KEYS = ("scoring", "selection", "transform", "replay")
-STATE_KEYS = frozenset(("version", "config") + CURSOR_KEYS + STAGE_KEYS)
+#: the wrapped loader's state (``None`` when it has none) and where the state was taken
+RUN_KEYS = ("loader", "world_size", "rank")
+STATE_KEYS = frozenset(("version", "config") + CURSOR_KEYS + STAGE_KEYS + RUN_KEYS)
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Cursor:
     phase: Any = field(default=None, repr=False)
     #: the numbers of the last yielded batch, as ``epoch.emit`` kept them (``loader.stats``)
     last: tuple | None = field(default=None, repr=False)
+    #: a loaded state of the wrapped loader, handed to it when the next iterator starts
+    loader_state: Any = field(default=None, repr=False)
 
     def generator_on(self, device: torch.device) -> torch.Generator:
         """The selection generator, on ``device`` (made anew when the model moved)."""
@@ -81,6 +87,14 @@ class Cursor:
             self.resume = {k: state[k] for k in ("epoch", "consumed", "epoch_start_step",
                                                  "generator", "generator_device")}
             self.resume["generator"] = state["generator"].cpu()
+
+
+def is_stateful(loader: Any) -> bool:
+    """Whether ``loader`` keeps its own position (``state_dict()`` and ``load_state_dict()``,
+    as torchdata's ``StatefulDataLoader``): then SmartLoader nests its state and restores it
+    on resume instead of re-reading the consumed batches."""
+    return callable(getattr(loader, "state_dict", None)) and callable(
+        getattr(loader, "load_state_dict", None))
 
 
 def check_cursor_state(state: Mapping[str, Any], path: str = "state") -> None:

@@ -22,7 +22,13 @@ from resume_harness import assert_resumes, train_step
 SELECT = [{"name": "select", "selection": "ranked", "beta": 1.0}]
 
 
+#: the scenario's scratch folder (shared by the ranks), set by :func:`entry`
+TMP = ""
+
+
 def entry(rank: int, name: str, tmp: str, world: int = 2) -> None:
+    global TMP
+    TMP = tmp
     torch.set_num_threads(1)
     out = os.path.join(tmp, f"{name}_{rank}.pt")
     try:
@@ -153,3 +159,55 @@ def scenario_syncbn(rank: int) -> dict:
     after = ddp.module.state_dict()
     res["unchanged"] = all(torch.equal(before[k], after[k]) for k in before)
     return res
+
+
+def scenario_checkpoint(rank: int) -> dict:
+    """SmartLoader through torch.distributed.checkpoint (one key per rank), and a state
+    loaded on the wrong rank."""
+    import torch.distributed.checkpoint as dcp
+    from smartloader import StateError
+    total, cut = 12, 5
+    out: dict = {}
+
+    def run(steps, start=0, parts=None):
+        ids = []
+        loader, model, opt = parts
+        stream = iter(loader)
+        for i in range(start, steps):
+            try:
+                batch = next(stream)
+            except StopIteration:
+                loader.set_epoch(loader.epoch)
+                stream = iter(loader)
+                batch = next(stream)
+            train_step(parts, i, batch)
+            ids.append(batch[2].tolist())
+        return ids, stream
+
+    def build():
+        model, opt, loader = _build_ddp(rank, "global")
+        return loader, model, opt
+
+    out["full"], _ = run(total, parts=build())
+    first = build()
+    ids, stream = run(cut, parts=first)
+    dcp.save({"model": first[1].module.state_dict(), "optim": first[2].state_dict(),
+              "loader": first[0].checkpoint}, checkpoint_id=os.path.join(TMP, "dcp"))
+    torch.save(first[0].state_dict(), os.path.join(TMP, f"plain_{rank}.pt"))
+    stream.close()
+    second = build()
+    target = {"model": second[1].module.state_dict(), "optim": second[2].state_dict(),
+              "loader": second[0].checkpoint}
+    dcp.load(target, checkpoint_id=os.path.join(TMP, "dcp"))
+    second[1].module.load_state_dict(target["model"])
+    second[2].load_state_dict(target["optim"])
+    rest, _ = run(total, cut, parts=second)
+    out["resumed"] = ids + rest
+    dist.barrier()
+    other = torch.load(os.path.join(TMP, f"plain_{1 - rank}.pt"), weights_only=True)
+    try:
+        build()[0].load_state_dict(other)
+        out["wrong_rank"] = None
+    except StateError as e:
+        out["wrong_rank"] = str(e)
+    return out

@@ -131,6 +131,19 @@ def test_resume_equals_uninterrupted_per_rank(main):
 
 
 @pytest.mark.slow
+def test_distributed_checkpoint_resumes_each_rank_exactly(tmp_path):
+    res = run_ranks("checkpoint", tmp_path)
+    for r in res:
+        assert len(r["full"]) == 12
+        assert r["resumed"] == r["full"]
+    assert res[0]["full"] != res[1]["full"]
+    assert res[0]["wrong_rank"].startswith("state.rank: this is rank 0, the state was saved "
+                                           "by rank 1")
+    assert res[1]["wrong_rank"].startswith("state.rank: this is rank 1, the state was saved "
+                                           "by rank 0")
+
+
+@pytest.mark.slow
 def test_ddp_syncbatchnorm_scoring_runs_no_collectives(tmp_path):
     r0, r1 = run_ranks("syncbn", tmp_path)
     assert r0["scored"] == 3 and r1["scored"] == 0  # rank 0 scored alone, no hang

@@ -50,7 +50,8 @@ def _nan_at_0(t):
 u8 = torch.uint8
 BAD = [
     # the cursor
-    ("version", 1, "state.version: saved 1, this smartloader reads 2"),
+    ("version", 1, "state.version: saved 1, this smartloader reads 3"),
+    ("version", 2, "state.version: saved 2, this smartloader reads 3"),
     ("version", "2", "state.version: saved '2'"),
     ("extra", ADD, "state: unknown keys ['extra'] are unexpected"),
     ("scoring", DELETE, "state: missing keys ['scoring']"),
@@ -73,6 +74,14 @@ BAD = [
     ("config", [], "state.config: must be a dict"),
     ("config.seed", 5, "state.config: saved with a different configuration (seed: saved 5, "
      "now 4)"),
+    # the process layout and the wrapped loader's own state
+    ("world_size", 2, "state.world_size: saved with 2 process(es), this run has 1. Each rank"),
+    ("world_size", 0, "state.world_size: must be an integer >= 1, got 0"),
+    ("world_size", "1", "state.world_size: must be an integer >= 1, got '1' (str)"),
+    ("rank", 1, "state.rank: must be an integer in [0, 0], got 1"),
+    ("rank", -1, "state.rank: must be an integer in [0, 0], got -1"),
+    ("loader", {"samples_yielded": 3}, "state.loader: the state holds the wrapped loader's own "
+     "state"),
     # scoring
     ("scoring", [], "state.scoring: must be a dict, got a list of length 0"),
     ("scoring.extra", ADD, "state.scoring: unknown keys ['extra']"),

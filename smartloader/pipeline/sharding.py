@@ -26,7 +26,7 @@ from typing import Any
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["sharding_problem", "ERROR", "WARNING"]
+__all__ = ["sharding_problem", "samplers_of", "ERROR", "WARNING"]
 
 ERROR, WARNING = "error", "warning"
 
@@ -46,7 +46,7 @@ def _prepared_by_accelerate(loader: Any) -> bool:
     return type(loader).__module__.startswith("accelerate.")
 
 
-def _samplers(loader: Any) -> list:
+def samplers_of(loader: Any) -> list:
     """The sampler objects inside a (possibly accelerate-prepared) DataLoader."""
     out, seen = [], set()
     todo = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
@@ -69,7 +69,7 @@ def sharding_problem(loader: Any, world: int) -> tuple[str, str] | None:
         return None  # not ours to judge: adapters and custom loaders shard themselves
     if isinstance(getattr(loader, "dataset", None), IterableDataset):
         return None  # an iterable dataset splits its own stream (or accelerate dispatches it)
-    distributed_sampler = any(isinstance(s, DistributedSampler) for s in _samplers(loader))
+    distributed_sampler = any(isinstance(s, DistributedSampler) for s in samplers_of(loader))
     if prepared:
         if distributed_sampler:
             return WARNING, (

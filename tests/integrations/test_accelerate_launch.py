@@ -2,13 +2,14 @@
 
 ``_accelerate_worker.py`` trains a tiny model with ``gradient_accumulation_steps=2`` on 104
 indexed samples (26 batches, 13 per process); each process writes what it saw. The accelerate
-config asks for ``distributed_type: MULTI_GPU`` with ``use_cpu: true``: that is what starts
+config (docs/accelerate.md's) asks for ``distributed_type: MULTI_GPU`` with ``use_cpu: true``: that is what starts
 several CPU processes (``accelerate launch --cpu --num_processes 2`` without an MPI hostfile
 runs a single process).
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -20,18 +21,9 @@ pytest.importorskip("accelerate")
 WORKER = ROOT / "tests" / "integrations" / "_accelerate_worker.py"
 TIMEOUT_S = 150
 CUT = 8  # saved after step 8: 2 steps into epoch 1, after an optimizer step
-CONFIG = """compute_environment: LOCAL_MACHINE
-distributed_type: MULTI_GPU
-use_cpu: true
-num_machines: 1
-num_processes: 2
-machine_rank: 0
-mixed_precision: 'no'
-gpu_ids: all
-rdzv_backend: static
-same_network: true
-main_training_function: main
-"""
+# the CPU multi-process config docs/accelerate.md gives (so the page cannot drift)
+DOC = (ROOT / "docs" / "accelerate.md").read_text()
+CONFIG = re.search(r"```yaml\n(.*?)```", DOC, re.S).group(1)
 
 
 def _launch(tmp, mode: str) -> list[dict]:

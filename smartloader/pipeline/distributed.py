@@ -11,6 +11,10 @@ Two things go wrong when every rank wraps its own shard naively:
   sample is weighted by its percentile among *all* ranks' pools
   (:func:`global_percentiles`); each rank still draws its own batch from its own pool.
 
+The same collective at the start of the first epoch refuses (on every rank) a DataLoader
+that is not its rank's shard under accelerate, and warns under torchrun
+(:mod:`smartloader.pipeline.sharding`).
+
 Nothing here runs a collective unless ``torch.distributed`` is initialised with more than one
 rank. See ``docs/distributed.md``.
 """
@@ -18,15 +22,37 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+import sys
+from typing import Any, Iterator, Sequence
 
 import torch
+
+from smartloader.pipeline.sharding import ERROR, sharding_problem
 
 __all__ = ["DistributedSync", "global_percentiles", "gather_losses", "world"]
 
 logger = logging.getLogger("smartloader")
 
 SCOPES = ("local", "global")
+_END = object()
+
+
+def _check_accumulation_ends(limit: int, longest: int) -> None:
+    """Refuse shards of unequal length under accelerate's gradient accumulation.
+
+    ``accelerator.accumulate`` syncs the gradients of the step on which the prepared loader
+    reports the end of its epoch. A rank whose shard is longer than the agreed length stops
+    before its end and never reports it, so its ranks would sync on different steps."""
+    state = sys.modules.get("accelerate.state")
+    if state is None or not state.is_initialized():
+        return
+    grad = state.GradientState()
+    if grad.num_steps > 1 and grad.sync_with_dataloader:
+        raise ValueError(
+            f"smartloader: the prepared loaders' shards differ in length ({limit} to "
+            f"{longest} batches), so with gradient_accumulation_steps={grad.num_steps} the "
+            "processes would sync gradients on different steps at the end of each epoch. "
+            "Keep accelerate's even_batches=True (the default) or use drop_last=True")
 
 
 def world() -> tuple[int, int]:
@@ -132,6 +158,8 @@ class DistributedSync:
             raise ValueError(f"selection_scope must be one of {SCOPES}, got {scope!r}")
         self.scope = scope
         self.batch_limit: int | None = None
+        self._own_len: int | None = None
+        self._sharding_checked = False
         self.comm_time_s = 0.0
         self.comm_bytes = 0
         self.total_comm_time_s = 0.0
@@ -147,35 +175,65 @@ class DistributedSync:
 
     def epoch_limit(self, loader: Any, epoch: int) -> int | None:
         """All ranks agree on how many wrapped batches to read this epoch: the smallest
-        ``len(loader)``. Raises on every rank if any rank's loader has no ``len()``.
-        ``None`` when not distributed (read to the end)."""
+        ``len(loader)``. Raises on every rank if any rank's loader has no ``len()``, or (at
+        the first epoch) is a DataLoader that is not its rank's shard
+        (:mod:`~smartloader.pipeline.sharding`). ``None`` when not distributed (read to the
+        end)."""
         if not self.active:
             self.batch_limit = None
             return None
+        rank, size = world()
         try:
             n = len(loader)
         except TypeError:
             n = -1
         missing = n < 0
-        # One collective: MIN of (length, -missing) finds the shortest shard and whether any
-        # rank lacks a length.
-        t = torch.tensor([n if not missing else 2 ** 62, -int(missing)], dtype=torch.int64,
-                         device=_default_comm_device())
+        problem = None if self._sharding_checked else sharding_problem(loader, size)
+        self._sharding_checked = True
+        bad = problem is not None and problem[0] == ERROR
+        if problem is not None and not bad:
+            logger.warning("%s (rank %d)", problem[1], rank)
+        # One collective: MIN of (length, -length, -missing, -bad) finds the shortest and
+        # the longest shard, whether any rank lacks a length and whether any is unsharded.
+        t = torch.tensor([2 ** 62 if missing else n, 0 if missing else -n, -int(missing),
+                          -int(bad)], dtype=torch.int64, device=_default_comm_device())
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-        limit, any_missing = int(t[0]), bool(t[1] < 0)
-        if any_missing:
+        limit, longest = int(t[0]), -int(t[1])
+        if bool(t[3] < 0):
+            raise ValueError(problem[1] if bad else
+                             "smartloader: another rank's wrapped DataLoader is not sharded "
+                             "across the ranks (see that rank's error)")
+        if bool(t[2] < 0):
             raise TypeError(
                 "smartloader: under torch.distributed every rank must read the same number of "
                 "batches per epoch, so the wrapped loader needs a len() on every rank; "
                 f"{'this rank' if missing else 'another rank'}'s loader "
                 f"({type(loader).__name__}) has none. Use a DataLoader with a "
                 "DistributedSampler, or give the loader a __len__")
+        if longest > limit:
+            _check_accumulation_ends(limit, longest)
         if n > limit:
             logger.info("epoch %d: rank %d stops after %d of its %d wrapped batches so all "
                         "ranks take the same number of steps (%d left unread)", epoch,
-                        world()[0], limit, n, n - limit)
+                        rank, limit, n, n - limit)
         self.batch_limit = limit
+        self._own_len = n
         return limit
+
+    def take(self, it: Iterator, remaining: int) -> Iterator:
+        """At most ``remaining`` more batches of ``it``, the rest of this epoch's agreed
+        :meth:`epoch_limit`. If this rank's loader holds no more than that, ``it`` is then
+        read to its end, so the wrapped loader runs its own end-of-epoch code (accelerate's
+        ``DataLoaderShard`` otherwise stays registered as the dataloader in progress)."""
+        for _ in range(remaining):
+            batch = next(it, _END)
+            if batch is _END:
+                return
+            yield batch
+        if self._own_len == self.batch_limit and next(it, _END) is not _END:
+            logger.warning("the wrapped loader yielded more batches than its len() (%d); the "
+                           "rest of this epoch is left unread so all ranks take the same "
+                           "number of steps", self._own_len)
 
     def log_weights(self, losses: torch.Tensor, beta: float) -> torch.Tensor:
         """``beta * log(global percentile)`` of this rank's pool (runs two collectives)."""

@@ -6,10 +6,16 @@ passes through one for one; in a selection phase ``pool_factor`` of them form a 
 yielded batch goes through :func:`emit` (batch transform, resolution, stats, step count), and
 owed replay steps follow it. A phase is fixed per pool: a pool started in a selection phase
 completes. How many steps an epoch yields is :mod:`smartloader.config.steps`'s model.
+
+When the wrapped loader has a ``len()``, the last pool is chosen as soon as the epoch's last
+wrapped batch is read, before the wrapped iterator is asked for more: a loader that reads one
+batch ahead still reports the end of its epoch while the last step trains (accelerate's
+``DataLoaderShard`` sets ``end_of_dataloader``, which makes ``accelerator.accumulate`` sync
+the gradients of the epoch's last step). The wrapped iterator is then read to its end, so it
+runs its own end-of-epoch code.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import warnings
 from typing import Any, Iterator
@@ -34,6 +40,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
     epoch = cur.epoch
     forward_set_epoch(sl.loader, epoch)
     limit = sl.distributed.epoch_limit(sl.loader, epoch)
+    end = limit if limit is not None else _length(sl.loader)  # None: found at StopIteration
     gen = cur.generator_on(sl._handle.device)
     resume, cur.resume = cur.resume, None
     if resume is not None and resume["epoch"] == epoch:
@@ -79,7 +86,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 sl._inspect_first(sl._replay.template)
             yield from _replays(sl)  # replay steps owed when the state was saved
         if limit is not None:  # every rank reads the same number of batches
-            it = itertools.islice(it, max(0, limit - cur.consumed))
+            it = sl.distributed.take(it, limit - cur.consumed)
         pool: list = []
         sizes: list[int] = []
         phase = phase_at(sl.phases, cur.step)
@@ -102,7 +109,9 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
             pool.append(batch)
             sizes.append(n)
-            if len(pool) == sl.config.pool_factor:
+            if len(pool) == sl.config.pool_factor or cur.consumed == end:
+                if len(pool) < sl.config.pool_factor:
+                    cur.short_pools += 1
                 yield _select(sl, pool, sizes, phase)
                 pool, sizes = [], []
                 yield from _replays(sl)
@@ -117,6 +126,13 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
     finally:
         if token == cur.token:
             cur.active = False
+
+
+def _length(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def _select(sl: Any, pool: list, sizes: list[int], phase: Phase) -> Any:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
 
-__all__ = ["DistributedSync", "global_percentiles", "gather_losses", "world"]
+__all__ = ["DistributedSync", "global_percentiles", "gather_losses", "world", "unsharded"]
 
 logger = logging.getLogger("smartloader")
 
@@ -35,6 +36,29 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def unsharded(loader: Any) -> str | None:
+    """Why ``loader`` would hand every rank the whole data set, or None.
+
+    Only the unmistakable case is named: a plain ``torch.utils.data.DataLoader`` over a
+    map-style dataset (not a ``Subset``, the usual way to pre-shard one) whose sampler is the
+    default ``RandomSampler`` or ``SequentialSampler`` and whose batch sampler is the default
+    ``BatchSampler``, so nothing in it knows the rank. DataLoader subclasses and custom
+    samplers shard in their own ways and are not second-guessed.
+    """
+    from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomSampler,
+                                  SequentialSampler, Subset)
+    if type(loader) is not DataLoader or isinstance(loader.dataset, (IterableDataset, Subset)):
+        return None
+    sampler = loader.sampler
+    batch_sampler = loader.batch_sampler
+    if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
+        return None
+    if type(sampler) not in (RandomSampler, SequentialSampler):
+        return None
+    return (f"its sampler is a {type(sampler).__name__} over the whole "
+            f"{type(loader.dataset).__name__} and it has no DistributedSampler")
 
 
 def global_percentiles(local_losses: torch.Tensor, gathered_losses_list: Sequence[torch.Tensor],
@@ -136,6 +160,7 @@ class DistributedSync:
         self.comm_bytes = 0
         self.total_comm_time_s = 0.0
         self.total_comm_bytes = 0
+        self._checked_shards = False
 
     @property
     def active(self) -> bool:
@@ -152,6 +177,9 @@ class DistributedSync:
         if not self.active:
             self.batch_limit = None
             return None
+        if not self._checked_shards:
+            self._checked_shards = True
+            self._warn_unsharded(loader)
         try:
             n = len(loader)
         except TypeError:
@@ -176,6 +204,22 @@ class DistributedSync:
                         world()[0], limit, n, n - limit)
         self.batch_limit = limit
         return limit
+
+    def _warn_unsharded(self, loader: Any) -> None:
+        why = unsharded(loader)
+        if why is None:
+            return
+        rank, size = world()
+        msg = (f"smartloader: torch.distributed runs {size} ranks and rank {rank}'s DataLoader "
+               f"reads the whole data set ({why}), so every rank trains on the same samples. "
+               f"Give the DataLoader a DistributedSampler before wrapping it. Under PyTorch "
+               f"Lightning, which injects one only into a DataLoader it is handed "
+               f"(Trainer(use_distributed_sampler=True), the default): return the DataLoader "
+               f"itself from train_dataloader and add "
+               f"smartloader.integrations.lightning.SmartLoaderCallback, which wraps it after "
+               f"Lightning has. Ignore this if every rank should read all the data.")
+        logger.warning("%s", msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
 
     def log_weights(self, losses: torch.Tensor, beta: float) -> torch.Tensor:
         """``beta * log(global percentile)`` of this rank's pool (runs two collectives)."""

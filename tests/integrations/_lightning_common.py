@@ -42,6 +42,7 @@ class Classifier(L.LightningModule):
         self.lr = lr
         self.seen: list[list[int]] = []      # sample ids of every trained batch
         self.epochs: list[int] = []          # Lightning's epoch of every trained batch
+        self.validated: list[int] = []       # Lightning's epoch at every validation run
 
     def forward(self, x):
         return self.net(x)
@@ -55,6 +56,13 @@ class Classifier(L.LightningModule):
             return per_sample.mean()
         reported = per_sample if self.report == "loss" else idx.float() + 1
         return {"loss": per_sample.mean(), "losses": reported}
+
+    def validation_step(self, batch, batch_idx):
+        x, y, _ = batch
+        return F.cross_entropy(self(x), y)
+
+    def on_validation_epoch_end(self):
+        self.validated.append(self.current_epoch)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)

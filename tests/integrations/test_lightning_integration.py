@@ -51,8 +51,8 @@ def test_fit_selects_and_reports_losses_to_the_right_samples(tmp_path):
     cb = SmartLoaderCallback({"scorer": {"type": "history"}, "index_key": 2},
                              callback=seen_stats.append)
     model = Classifier(seeded_loader, report="index")
-    t = trainer(tmp_path, max_steps=30, callbacks=[cb])
-    t.fit(model)
+    t = trainer(tmp_path, max_steps=30, callbacks=[cb], limit_val_batches=1)
+    t.fit(model, val_dataloaders=plain_loader(8, shuffle=False))
     smart = cb.loader
     assert t.global_step == 30 and smart.step == 30 and len(model.seen) == 30
     # total_steps came from max_steps: warm-up, selection and cool-down all happened
@@ -63,7 +63,9 @@ def test_fit_selects_and_reports_losses_to_the_right_samples(tmp_path):
     assert model.epochs == [s.epoch for s in seen_stats]
     # selection epochs yield half the wrapped batches (16 per epoch, pool_factor 2)
     per_epoch = [model.epochs.count(e) for e in sorted(set(model.epochs))]
-    assert per_epoch[:2] == [len(plain_loader()) // 2 + 1, len(plain_loader()) // 2]
+    assert per_epoch == [9, 8, 8, 5]  # 2 warm-up + 14 / 2; 16 / 2; 16 / 2; max_steps
+    # validation ran at the end of every complete epoch: Lightning's check counts batches
+    assert model.validated == [0, 1, 2]
     # each reported value (index + 1) landed on the sample it belongs to, and only there
     scorer = smart.state_dict()["scoring"]["scorer"]
     trained = sorted({i for ids in model.seen for i in ids})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 import sys
 from typing import Any, Iterator, Sequence
 
@@ -193,6 +194,7 @@ class DistributedSync:
         bad = problem is not None and problem[0] == ERROR
         if problem is not None and not bad:
             logger.warning("%s (rank %d)", problem[1], rank)
+            warnings.warn(problem[1], UserWarning, stacklevel=4)
         # One collective: MIN of (length, -length, -missing, -bad) finds the shortest and
         # the longest shard, whether any rank lacks a length and whether any is unsharded.
         t = torch.tensor([2 ** 62 if missing else n, 0 if missing else -n, -int(missing),

@@ -207,7 +207,10 @@ class SmartLoader:
         return self._cursor.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch the next ``iter()`` runs (its seed and the wrapped sampler's epoch)."""
+        """Set the epoch the next ``iter()`` runs (its seed and the wrapped sampler's epoch).
+
+        An unfinished epoch of another number is abandoned: the next ``iter()`` starts
+        ``epoch`` from its beginning, and ``len()`` / ``state_dict()`` say so."""
         check_epoch(epoch)
         cur = self._cursor
         if cur.resume is not None and cur.resume["epoch"] != epoch:
@@ -216,6 +219,15 @@ class SmartLoader:
                            "beginning", epoch, cur.resume["epoch"], epoch)
             cur.resume = None
             cur.loader_state = None  # the wrapped loader starts that epoch afresh too
+        if cur.mid_epoch and epoch != cur.epoch:
+            # The consumer left epoch cur.epoch unfinished: it stopped after len() batches
+            # without asking for the end (PyTorch Lightning does), or broke out of the loop.
+            # That epoch is over: len() and state_dict() now describe `epoch` from its
+            # beginning, and the abandoned iterator fails if it is used again.
+            cur.mid_epoch = False
+            cur.consumed = 0
+            cur.token += 1
+            cur.active = False
         cur.epoch = epoch
 
     def __len__(self) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["sharding_problem", "samplers_of", "ERROR", "WARNING"]
+__all__ = ["sharding_problem", "samplers_of", "unsharded", "ERROR", "WARNING"]
 
 ERROR, WARNING = "error", "warning"
 
@@ -93,5 +93,32 @@ def sharding_problem(loader: Any, world: int) -> tuple[str, str] | None:
     return WARNING, (
         f"smartloader: {world} ranks, but the wrapped DataLoader has no DistributedSampler, "
         "so unless each rank's dataset is already its own part of the data, every rank "
-        "reads the whole dataset. Use DataLoader(dataset, sampler=DistributedSampler("
-        "dataset, shuffle=True, seed=0), ...) (and loader.set_epoch(epoch) every epoch)")
+        "reads the whole data set. Use DataLoader(dataset, sampler=DistributedSampler("
+        "dataset, shuffle=True, seed=0), ...) (and loader.set_epoch(epoch) every epoch). "
+        "Under PyTorch Lightning, which injects one only into a DataLoader it is handed "
+        "(Trainer(use_distributed_sampler=True), the default): return the DataLoader itself "
+        "from train_dataloader and add smartloader.integrations.lightning."
+        "SmartLoaderCallback, which wraps it after Lightning has")
+
+
+def unsharded(loader: Any) -> str | None:
+    """Why ``loader`` would hand every rank the whole data set, or None.
+
+    Only the unmistakable case is named: a plain ``torch.utils.data.DataLoader`` over a
+    map-style dataset (not a ``Subset``, the usual way to pre-shard one) whose sampler is the
+    default ``RandomSampler`` or ``SequentialSampler`` and whose batch sampler is the default
+    ``BatchSampler``, so nothing in it knows the rank. DataLoader subclasses and custom
+    samplers shard in their own ways and are not second-guessed.
+    """
+    from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomSampler,
+                                  SequentialSampler, Subset)
+    if type(loader) is not DataLoader or isinstance(loader.dataset, (IterableDataset, Subset)):
+        return None
+    sampler = loader.sampler
+    batch_sampler = loader.batch_sampler
+    if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
+        return None
+    if type(sampler) not in (RandomSampler, SequentialSampler):
+        return None
+    return (f"its sampler is a {type(sampler).__name__} over the whole "
+            f"{type(loader.dataset).__name__} and it has no DistributedSampler")

@@ -93,8 +93,12 @@ def is_stateful(loader: Any) -> bool:
     """Whether ``loader`` keeps its own position (``state_dict()`` and ``load_state_dict()``,
     as torchdata's ``StatefulDataLoader``): then SmartLoader nests its state and restores it
     on resume instead of re-reading the consumed batches."""
-    return callable(getattr(loader, "state_dict", None)) and callable(
-        getattr(loader, "load_state_dict", None))
+    if not (callable(getattr(loader, "state_dict", None))
+            and callable(getattr(loader, "load_state_dict", None))):
+        return False
+    # accelerate's prepared loaders always have the methods, but keep a state only when
+    # prepared with use_stateful_dataloader=True (over a StatefulDataLoader)
+    return bool(getattr(loader, "use_stateful_dataloader", True))
 
 
 def check_cursor_state(state: Mapping[str, Any], path: str = "state") -> None:

@@ -133,6 +133,36 @@ def test_tensorboard_every_and_a_given_writer(tmp_path):
     assert [e.step for e in acc.Scalars("mine")] == [99]
 
 
+class ListWriter:
+    """A writer of one's own (not torch's SummaryWriter): any add_scalar/add_text/flush."""
+
+    def __init__(self):
+        self.scalars, self.texts, self.flushes = [], [], 0
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((step, tag, value))
+
+    def add_text(self, tag, text, step):
+        self.texts.append((step, tag, text))
+
+    def flush(self):
+        self.flushes += 1
+
+
+def test_tensorboard_other_writers_get_add_scalar_per_tag():
+    writer = ListWriter()
+    tb = TensorBoardCallback(writer, every=4)
+    _, seen = _run([tb])
+    assert writer.scalars == [(s.step, tag, value) for s in seen[::4]
+                              for tag, value in stats_dict(s).items()]
+    assert [(step, text) for step, _, text in writer.texts] == [
+        (0, "warmup (uniform)"), (3, "select (ranked)"),
+        (_phases(seen).index("cooldown"), "cooldown (uniform)")]
+    with tb:
+        pass
+    assert writer.flushes == 1  # closing flushes a writer it did not create
+
+
 def test_tensorboard_rejects_what_is_not_a_dir_or_writer():
     with pytest.raises(TypeError, match="writer_or_log_dir must be a log directory or a "
                                         "SummaryWriter, got int"):

@@ -377,3 +377,40 @@ except ImportError as e:
         raise
     assert proc.returncode == 0, err[-2000:]
     assert "TensorBoardCallback needs the tensorboard package: pip install tensorboard" in out
+
+
+# -- the example --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_logging_example_runs_and_reads_its_event_file_back(tmp_path):
+    pytest.importorskip("tensorboard")
+    flags = [f for mod, f in (("wandb", "--wandb"), ("mlflow", "--mlflow"))
+             if _installed(mod)]
+    if "--mlflow" in flags:
+        flags.append(str(tmp_path / "mlruns"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "logging_example.py"),
+                             "--steps", "20", "--logdir", str(tmp_path / "tb"), *flags],
+                            cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    m = re.search(r"(\d+) scalar tags; smartloader/selected_loss_mean at (\d+) steps "
+                  r"\((\d+)\.\.(\d+)\)", out)
+    assert m, out
+    assert int(m.group(1)) >= 17 and int(m.group(4)) < 20
+    assert "train: 100%" in err and "20/20" in err  # the progress bar, on stderr
+    if "--mlflow" in flags:
+        assert (next((tmp_path / "mlruns").glob("*/*/metrics/smartloader")) / "epoch").exists()
+    if "--wandb" in flags:
+        assert len(glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))) == 1
+
+
+def _installed(module):
+    import importlib.util
+    return importlib.util.find_spec(module) is not None

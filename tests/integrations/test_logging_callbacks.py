@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 import smartloader
@@ -301,7 +300,7 @@ def test_progress_bar_counts_to_the_total_and_shows_the_numbers():
     bar = ProgressCallback(total=STEPS, file=out, mininterval=0, desc="train")
     _, seen = _run([bar])
     lines = _bar_lines(out.getvalue())
-    assert lines[-1].startswith(f"train: 100%") and f"{STEPS}/{STEPS}" in lines[-1]
+    assert lines[-1].startswith("train: 100%") and f"{STEPS}/{STEPS}" in lines[-1]
     assert progress_note(seen[-1]) in lines[-1]  # closed at the last step: its numbers
     assert re.search(r"phase select \| loss pool \d+\.\d{3} chosen \d+\.\d{3} \| "
                      r"\+\d+\.\d ms", out.getvalue())

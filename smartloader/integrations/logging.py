@@ -39,25 +39,25 @@ DEFAULT_PREFIX = "smartloader/"
 _STEP_FIELD = "step"
 
 
-def _field_kinds() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The StepStats fields that hold numbers and those that hold text, from their types."""
+def _field_kinds() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The StepStats fields holding numbers, flags (logged as 0/1) and text, by their types.
+    A field of another type is not logged; a test holds this module against the fields."""
     hints = typing.get_type_hints(StepStats)
-    numbers, text = [], []
+    numbers, flags, text = [], [], []
     for f in dataclasses.fields(StepStats):
         kinds = set(typing.get_args(hints[f.name]) or (hints[f.name],)) - {type(None)}
         if f.name == _STEP_FIELD:
             continue
         if kinds and kinds <= {int, float}:
             numbers.append(f.name)
+        elif kinds == {bool}:
+            flags.append(f.name)
         elif kinds == {str}:
             text.append(f.name)
-        else:  # a new field of another type: a test holds this module against the fields
-            raise TypeError(f"StepStats.{f.name}: smartloader.integrations.logging logs "
-                            f"numbers and text only, not {hints[f.name]}")
-    return tuple(numbers), tuple(text)
+    return tuple(numbers), tuple(flags), tuple(text)
 
 
-_NUMBERS, _TEXT = _field_kinds()
+_NUMBERS, _FLAGS, _TEXT = _field_kinds()
 #: Keys derived from the fields: the step's total overhead, and whether its phase selects.
 _DERIVED = ("overhead_s", "selecting")
 
@@ -65,7 +65,7 @@ _DERIVED = ("overhead_s", "selecting")
 def logged_keys(prefix: str = DEFAULT_PREFIX, text: bool = False) -> tuple[str, ...]:
     """Every key :func:`stats_dict` can return, in its order (a key whose value is ``None``
     at a step is left out of that step's dict)."""
-    return tuple(prefix + k for k in _NUMBERS + _DERIVED + (_TEXT if text else ()))
+    return tuple(prefix + k for k in _NUMBERS + _FLAGS + _DERIVED + (_TEXT if text else ()))
 
 
 def stats_dict(stats: StepStats, prefix: str = DEFAULT_PREFIX,
@@ -73,7 +73,7 @@ def stats_dict(stats: StepStats, prefix: str = DEFAULT_PREFIX,
     """The step's numbers as a flat ``{prefix + field: value}`` dict, ready for a logger.
 
     Every ``int``/``float`` field of ``stats`` except ``step`` (each logger gets it as the
-    step), with the fields that are ``None`` at this step left out (the loss means in uniform
+    step; a ``bool`` field as 0/1), with the fields that are ``None`` at this step left out (the loss means in uniform
     phases, ``resolution`` without a schedule, ...), plus two derived keys:
 
     - ``overhead_s``: :attr:`StepStats.overhead_s`, seconds SmartLoader added to this step;
@@ -90,6 +90,10 @@ def stats_dict(stats: StepStats, prefix: str = DEFAULT_PREFIX,
         value = getattr(stats, name)
         if value is not None:
             out[prefix + name] = value
+    for name in _FLAGS:
+        value = getattr(stats, name)
+        if value is not None:
+            out[prefix + name] = int(value)
     out[prefix + "overhead_s"] = stats.overhead_s
     out[prefix + "selecting"] = int(stats.selection != "uniform")
     if text:

@@ -77,6 +77,13 @@ def test_stats_dict_text_adds_the_strings():
     assert "smartloader/phase" not in stats_dict(seen[3])
 
 
+def test_every_field_is_logged_or_is_the_step():
+    names = {f.name for f in dataclasses.fields(smartloader.StepStats)}
+    logged = {k[len("smartloader/"):] for k in logged_keys(text=True)}
+    assert logged - names == {"overhead_s", "selecting"}
+    assert names - logged == {"step"}
+
+
 def test_docs_table_lists_exactly_the_logged_keys():
     page = (ROOT / "docs" / "logging.md").read_text()
     table = re.findall(r"^\| `smartloader/(\w+)` \|", page, re.M)
@@ -205,8 +212,8 @@ def test_metrics_callback_every_step_kw_and_bad_arguments():
 
 def _wandb_records(path):
     """The records of a ``.wandb`` file: W&B's transaction log is LevelDB's log format
-    (32 KiB blocks; records of crc32c, length, type, payload) after a 7-byte header, and each
-    record is a ``wandb_internal_pb2.Record``."""
+    (32 KiB blocks; records of checksum, length, type, payload) after a 7-byte header, and
+    each record is a ``wandb_internal_pb2.Record``."""
     from wandb.proto import wandb_internal_pb2 as pb
     data = pathlib.Path(path).read_bytes()
     assert data[:4] == b":W&B"

@@ -136,10 +136,11 @@ class TensorBoardCallback:
     one each, and on the CPU cost several times more per step; another writer type gets
     ``add_scalar`` per tag). The phase name is written as text (tag ``<prefix>phase``,
     ``"name (rule)"``) at the first step of each phase it sees, whatever ``every``.
-    ``SummaryWriter`` writes from a
-    background thread and flushes every two minutes; :meth:`flush` writes what is queued now,
-    :meth:`close` flushes and closes the writer if this callback created it (a writer you
-    passed is only flushed: you close it). Also a context manager that closes on exit.
+
+    ``SummaryWriter`` writes from a background thread and flushes every two minutes;
+    :meth:`flush` writes what is queued now, :meth:`close` flushes and closes the writer if
+    this callback created it (a writer you passed is only flushed: you close it). Also a
+    context manager that closes on exit.
     """
 
     def __init__(self, writer_or_log_dir: Any, every: int = 1, prefix: str = DEFAULT_PREFIX):

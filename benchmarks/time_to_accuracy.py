@@ -42,11 +42,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import smartloader
 from smartloader.tools.datasets import ShuffledBatches, load_image_dir
 from smartloader.tools.demo import SmallCNN
-from smartloader.tools.progress_bar import ProgressBar
 
 DATASETS = {  # name: (default steps, width, score resolution)
     "fmnist": (1500, 16, 14),
@@ -113,7 +113,8 @@ def run(method, data, args, seed, steps=None):
 
     eval_every = max(1, round(args.eval_every * steps / args.steps))
     curve = [(0, 0.0, evaluate())]
-    bar = ProgressBar(steps, f"{method} s{seed}", enabled=not args.quiet)
+    bar = tqdm(total=steps, desc=f"{method} s{seed}", unit="step", disable=args.quiet,
+               file=sys.stderr)
     step, epoch, wall = 0, 0, 0.0
     t0 = time.perf_counter()
     while step < steps:
@@ -130,7 +131,8 @@ def run(method, data, args, seed, steps=None):
             if step % eval_every == 0 or step == steps:
                 wall += time.perf_counter() - t0  # evaluation is not training time
                 curve.append((step, wall, evaluate()))
-                bar.update(step, f"acc {100 * curve[-1][2]:.2f}%")
+                bar.set_postfix_str(f"acc {100 * curve[-1][2]:.2f}%", refresh=False)
+                bar.update(step - bar.n)
                 t0 = time.perf_counter()
             if step == steps:
                 break

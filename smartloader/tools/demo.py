@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from smartloader import wrap
 from smartloader.config.presets import preset
 from smartloader.scoring.proxy_model import ProxyNet
 from smartloader.tools.datasets import ShuffledBatches, load_image_dir, synthetic_images
-from smartloader.tools.progress_bar import ProgressBar
 from smartloader.tools.svg_plot import line_plot_svg
 
 
@@ -105,7 +105,8 @@ def train(name: str, data, steps: int, batch_size: int, seed: int, lr: float,
                       callback=lambda s: overhead.__setitem__(0, overhead[0] + s.overhead_s))
     magnitude = getattr(loader, "magnitude", None)
     g = torch.Generator().manual_seed(seed + 1)
-    bar = ProgressBar(steps, f"{name} {fraction:g}x", enabled=not quiet)
+    bar = tqdm(total=steps, desc=f"{name} {fraction:g}x", unit="step", disable=quiet,
+               file=sys.stderr)
     step, epoch = 0, 0
     start = time.perf_counter()
     while step < steps:
@@ -120,7 +121,9 @@ def train(name: str, data, steps: int, batch_size: int, seed: int, lr: float,
             opt.step()
             sched.step()
             step += 1
-            bar.update(step, f"loss {losses.mean().item():.3f}")
+            if not quiet:  # the note reads the loss back: only when it is shown
+                bar.set_postfix_str(f"loss {losses.mean().item():.3f}", refresh=False)
+            bar.update()
             if step == steps:
                 break
         epoch += 1

@@ -69,6 +69,11 @@ def _probe_error(exc: Exception, handle: ModelHandle, inputs: torch.Tensor, ik: 
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     res = handle.resolution
     if isinstance(inputs, Mapping):
+        if isinstance(res, int):
+            return ConfigError(
+                f"score_resolution: {res} resizes NCHW image batches; the input field "
+                f"{list(ik)} holds keyword inputs ({', '.join(map(str, inputs))}), scored as "
+                f"loaded: set score_resolution: null")
         fields = ", ".join(f"{k} ({v.dtype}, shape {tuple(v.shape)})" for k, v in inputs.items())
         return ProbeError(
             f"smartloader could not score the first batch: the model was called with the "

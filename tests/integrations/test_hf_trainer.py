@@ -173,16 +173,16 @@ def test_num_train_epochs_counts_smartloader_steps(tmp_path):
 
 
 def test_resume_trains_on_exactly_the_uninterrupted_samples(tmp_path):
-    def trainer(out_dir):
+    def trainer(out_dir, save):
         return Recording(model=bert(), train_dataset=TokenRows(), smartloader_config=HISTORY,
                          args=targs(out_dir, max_steps=10, gradient_accumulation_steps=2,
-                                    save_strategy="steps", save_steps=4))
+                                    save_strategy=save, save_steps=4))
 
-    full = trainer(tmp_path / "full")
+    full = trainer(tmp_path / "full", "steps")
     full.train()
     ckpt = tmp_path / "full" / "checkpoint-4"
     assert (ckpt / STATE_FILE.format(rank=0)).is_file()
-    resumed = trainer(tmp_path / "resumed")
+    resumed = trainer(tmp_path / "resumed", "no")
     resumed.train(resume_from_checkpoint=str(ckpt))
     assert len(full.trained) == 20 and len(resumed.trained) == 12
     assert resumed.trained == full.trained[8:]
@@ -274,6 +274,37 @@ def test_resume_refuses_ignore_data_skip_and_foreign_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="ignore_data_skip=True"):
         again.train(resume_from_checkpoint=str(ckpt))
     (ckpt / STATE_FILE.format(rank=0)).unlink()
-    again = SmartTrainer(model=bert(), train_dataset=TokenRows(), args=targs(tmp_path, max_steps=4))
+    again = SmartTrainer(model=bert(), train_dataset=TokenRows(),
+                         args=targs(tmp_path, max_steps=4))
     with pytest.raises(FileNotFoundError, match="no smartloader_state_rank0.pt"):
         again.train(resume_from_checkpoint=True)
+
+
+@pytest.mark.parametrize("scorer, forwards", [
+    ({"type": "learnability", "reference": "ema"}, True),
+    ({"type": "learnability", "reference": "best", "learner": "history"}, False),
+])
+def test_learnability_scorers_run_on_keyword_inputs(tmp_path, scorer, forwards):
+    tr = SmartTrainer(model=bert(), args=targs(tmp_path, max_steps=6), train_dataset=TokenRows(),
+                      smartloader_config={"pool_factor": 2, "index_key": "index",
+                                          "scorer": scorer})
+    tr.train()
+    stats = tr.smartloader.stats
+    assert (stats.scoring_forwards > 0) is forwards
+    assert stats.scoring_forwards + stats.forwards_skipped == 5  # every selection step scored
+
+
+def test_the_yaml_in_the_docs_is_a_config_smarttrainer_takes(tmp_path):
+    import pathlib
+    import re
+
+    import yaml
+    page = pathlib.Path(__file__).resolve().parents[2] / "docs" / "huggingface.md"
+    found = re.findall(r"^```yaml\n(.*?)^```", page.read_text(), re.S | re.M)
+    assert found
+    for text in found:
+        tr = SmartTrainer(model=bert(), args=targs(tmp_path, max_steps=2),
+                          train_dataset=TokenRows(), smartloader_config=yaml.safe_load(text))
+        tr.train()
+        table = tr.smartloader.state_dict()["scoring"]["scorer"]
+        assert int((table["seen"] >= 0).sum()) == 8  # 2 steps of 4 trained samples

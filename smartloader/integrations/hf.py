@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
+import transformers
 from transformers import Trainer, TrainerCallback
 from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -56,6 +57,10 @@ logger = logging.getLogger("smartloader")
 STATE_FILE = "smartloader_state_rank{rank}.pt"
 #: where SmartLoader finds the model's keyword inputs in the batches it pools
 _INPUTS = "model_inputs"
+#: the Trainer methods SmartTrainer overrides or calls (transformers 5.24); if one is gone,
+#: an override would silently stop applying (the Trainer would then skip batches itself)
+_TRAINER_HOOKS = ("set_initial_training_values", "_init_training_state", "_save_checkpoint",
+                  "_load_rng_state", "_get_output_dir", "_set_signature_columns_if_needed")
 
 
 def per_sample_loss(outputs: Any, labels: torch.Tensor, shift_labels: bool = False
@@ -300,6 +305,11 @@ class SmartTrainer(Trainer):
     def __init__(self, *args: Any, smartloader_config: Any = None,
                  smartloader_loss_fn: Callable | None = None,
                  smartloader_callback: Any = None, **kwargs: Any):
+        gone = [name for name in _TRAINER_HOOKS if not hasattr(Trainer, name)]
+        if gone:
+            raise ImportError(f"SmartTrainer needs Trainer.{gone[0]}, which this transformers "
+                              f"({transformers.__version__}) does not have; SmartTrainer was "
+                              f"written for transformers 5.24")
         super().__init__(*args, **kwargs)
         self.smartloader: SmartLoader | None = None
         self._run: _RunLoader | None = None

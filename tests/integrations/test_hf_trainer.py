@@ -160,7 +160,7 @@ def test_num_train_epochs_counts_smartloader_steps(tmp_path):
     cfg = {"pool_factor": 2}
     tr = SmartTrainer(model=bert(), train_dataset=ds, smartloader_config=cfg,
                       args=targs(tmp_path, num_train_epochs=2, gradient_accumulation_steps=2,
-                                 dataloader_drop_last=True))
+                                 dataloader_drop_last=True, save_strategy="epoch"))
     out = tr.train()
     steps = smartloader.steps_for_epochs(12, 2, dict(cfg, input_key="model_inputs",
                                                      target_key="labels",
@@ -170,6 +170,9 @@ def test_num_train_epochs_counts_smartloader_steps(tmp_path):
     assert tr.smartloader.step == total and out.global_step == total // 2
     assert tr.state.max_steps == total // 2
     assert 1.9 < tr.state.epoch <= 3.0  # SmartLoader's epochs, not the Trainer's one pass
+    # save_strategy="epoch": a checkpoint where SmartLoader's first epoch ended, and at the end
+    saved = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*"))
+    assert len(saved) == 2 and 0 < saved[0] < saved[1] == total // 2
 
 
 def test_resume_trains_on_exactly_the_uninterrupted_samples(tmp_path):

@@ -69,11 +69,18 @@ def get_field(batch: Any, key: Sequence, name: str = "key") -> Any:
 
 
 def batch_size_of(x: Any) -> int:
-    """Leading size of a per-sample field (the input)."""
+    """Leading size of a per-sample field (the input); for a mapping of keyword inputs
+    (``{"input_ids": ..., "attention_mask": ...}``), that of its first tensor."""
     if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim >= 1:
         return int(x.shape[0])
     if isinstance(x, (list, tuple)):
         return len(x)
+    if isinstance(x, Mapping):
+        for v in x.values():
+            if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim >= 1:
+                return int(v.shape[0])
+        raise TypeError(f"the input is a mapping with no tensor with a batch dimension "
+                        f"(keys {list(x)})")
     raise TypeError(f"the input must be a tensor, array or list with a batch dimension, "
                     f"got {type(x).__name__}")
 

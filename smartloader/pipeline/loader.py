@@ -284,13 +284,24 @@ class SmartLoader:
                 f"epoch={self._cursor.epoch}, pool_factor={self.config.pool_factor}, "
                 f"phases={[p.name for p in self._phases]})")
 
-    def report_losses(self, losses: torch.Tensor) -> None:
+    def report_losses(self, losses: torch.Tensor, batch: Any = None) -> None:
         """Optional: the per-sample training losses (``reduction='none'``) of the batch just
         yielded, in its order. The scorer observes them (the ``history`` scorer's table, the
         ``proxy`` scorer's bank); the loop works without it. With ``replay:`` they also
         update the stored losses (EPR priorities) of the batch's replayed samples and of its
-        fresh samples the memory kept."""
-        self._scoring.report_losses(losses)
+        fresh samples the memory kept.
+
+        ``batch``: the yielded batch the losses belong to, for a loop that fetches several
+        batches before training on them (gradient accumulation that prefetches, as the
+        Hugging Face ``Trainer`` does); the scorer then reads the sample ids (``index_key``)
+        and inputs from it. Default: the last yielded batch. Not with ``replay:``, whose
+        memory knows the slots of the last yielded batch only (``ValueError``).
+        """
+        if batch is not None and self._replay.memory is not None:
+            raise ValueError("report_losses(batch=...): with replay: the memory tracks the "
+                             "slots of the last yielded batch only; report each batch's "
+                             "losses before fetching the next (no prefetch), or drop replay:")
+        self._scoring.report_losses(losses, batch)
         self._replay.report_losses(losses)
 
     def _inspect_first(self, batch: Any) -> None:

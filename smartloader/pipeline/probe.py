@@ -13,7 +13,7 @@ from smartloader.common import batch as B
 from smartloader.common.fields import detect_fields
 from smartloader.config.schema import Config
 from smartloader.errors import ConfigError, ProbeError
-from smartloader.scoring.model import LossShapeError, ModelHandle, OutputError
+from smartloader.scoring.model import LossShapeError, ModelHandle, OutputError, head
 
 __all__ = ["inspect_first"]
 
@@ -38,14 +38,22 @@ def inspect_first(batch: Any, cfg: Config, handle: ModelHandle, selects: bool
     n = B.batch_size_of(inputs)
     if not selects:
         return (ik, tk), n
-    if not isinstance(inputs, torch.Tensor):
+    keywords = isinstance(inputs, Mapping)
+    if keywords:  # model(**inputs): every value a tensor
+        bad = [k for k, v in inputs.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise TypeError(f"input_key {list(ik)}: a mapping input is passed to the model as "
+                            f"keyword arguments, so every value must be a tensor; "
+                            f"{bad[0]!r} is {type(inputs[bad[0]]).__name__}")
+    elif not isinstance(inputs, torch.Tensor):
         raise TypeError(f"input_key {list(ik)}: selection scores the input with the "
-                        f"model, so it must be a tensor, got {type(inputs).__name__}")
+                        f"model, so it must be a tensor (or a mapping of tensors, passed as "
+                        f"keyword arguments), got {type(inputs).__name__}")
     targets = B.get_field(batch, tk)
     probe = min(n, 2)
     t = targets[:probe] if isinstance(targets, torch.Tensor) else targets
     try:
-        handle.losses(inputs[:probe], t)
+        handle.losses(head(inputs, probe), t)
     except (OutputError, LossShapeError):
         raise
     except Exception as exc:
@@ -60,6 +68,19 @@ def _probe_error(exc: Exception, handle: ModelHandle, inputs: torch.Tensor, ik: 
     field that went into the model."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     res = handle.resolution
+    if isinstance(inputs, Mapping):
+        if isinstance(res, int):
+            return ConfigError(
+                f"score_resolution: {res} resizes NCHW image batches; the input field "
+                f"{list(ik)} holds keyword inputs ({', '.join(map(str, inputs))}), scored as "
+                f"loaded: set score_resolution: null")
+        fields = ", ".join(f"{k} ({v.dtype}, shape {tuple(v.shape)})" for k, v in inputs.items())
+        return ProbeError(
+            f"smartloader could not score the first batch: the model was called with the "
+            f"keyword inputs of field {list(ik)} ({fields}) and failed with: "
+            f"{type(exc).__name__}: {msg}. If the model needs other inputs, set input_key "
+            f"(and target_key, now {list(tk)}) in the config; if the loss needs something "
+            f"else, pass loss_fn= to wrap()")
     if isinstance(res, int) and inputs.dim() == 4 and min(inputs.shape[-2:]) > res:
         if handle.accepts(inputs[:2]):  # the full size works: the configured one is the problem
             return ConfigError(

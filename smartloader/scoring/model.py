@@ -9,6 +9,10 @@ Models wrapped in ``DistributedDataParallel`` (or ``DataParallel``) are scored t
 ``.module``: no forward through the wrapper, so no buffer broadcast, no gradient hooks and no
 collective calls. A ``torch.compile``'d model is called as compiled (eval mode and the scoring
 shape add one graph to its cache).
+
+An input that is a mapping of tensors (``{"input_ids": ..., "attention_mask": ...}``, the
+Hugging Face style) is passed as keyword arguments, ``model(**inputs)``, at the resolution it
+was loaded: only NCHW image tensors are resized.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["ModelHandle", "downsample", "default_loss", "scoring_mode", "logits_of",
-           "auto_candidates", "OutputError", "LossShapeError"]
+           "auto_candidates", "head", "OutputError", "LossShapeError"]
 
 logger = logging.getLogger("smartloader")
 
@@ -36,6 +40,43 @@ class LossShapeError(ValueError):
 
 def _shape(x: Any) -> str:
     return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _is_image(x: Any) -> bool:
+    """An NCHW tensor batch: the only input a scoring resolution resizes."""
+    return isinstance(x, torch.Tensor) and x.dim() == 4
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    """``x`` (a tensor, or a mapping of keyword inputs) on ``device``; other values as they are."""
+    if isinstance(x, Mapping):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+
+
+def _call(module: torch.nn.Module, x: Any) -> Any:
+    """``module(**x)`` for a mapping of keyword inputs, else ``module(x)``."""
+    return module(**x) if isinstance(x, Mapping) else module(x)
+
+
+def _rows(x: Any) -> int:
+    """Samples in an input: a tensor's leading size, or a keyword mapping's first tensor's."""
+    if isinstance(x, Mapping):
+        for v in x.values():
+            if isinstance(v, torch.Tensor) and v.dim() >= 1:
+                return int(v.shape[0])
+        raise TypeError(f"a mapping input needs at least one tensor with a batch dimension; "
+                        f"got keys {list(x)}")
+    return int(x.shape[0])
+
+
+def head(x: Any, n: int) -> Any:
+    """The first ``n`` samples of an input (a tensor, or every tensor of a keyword mapping)."""
+    if isinstance(x, Mapping):
+        rows = _rows(x)
+        return {k: v[:n] if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows
+                else v for k, v in x.items()}
+    return x[:n]
 
 
 def logits_of(outputs: Any) -> torch.Tensor:
@@ -112,6 +153,10 @@ def downsample(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
     """
     if resolution is None:
         return x
+    if isinstance(x, Mapping):
+        raise ValueError(f"score_resolution is set ({resolution}), so the input must be an "
+                         f"NCHW image batch; got keyword inputs {list(x)}. Set "
+                         f"score_resolution: null to score them as loaded")
     if x.dim() != 4:
         raise ValueError(f"score_resolution is set ({resolution}), so the input must be an "
                          f"NCHW image batch; got shape {tuple(x.shape)}. Set "
@@ -198,13 +243,14 @@ class ModelHandle:
     def device(self) -> torch.device:
         return _device_of(self.module)
 
-    def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Move ``inputs`` to the model's device and resize them to the scoring resolution."""
-        x = inputs.to(self.device, non_blocking=True)
+    def prepare(self, inputs: Any) -> Any:
+        """Move ``inputs`` (a tensor, or a mapping of keyword inputs) to the model's device and
+        resize an image batch to the scoring resolution."""
+        x = _to(inputs, self.device)
         res = self.resolution
         if res == "auto":  # the size probed for this side (losses() probes it)
-            res = self.auto_sizes.get(self._side(x)) if x.dim() == 4 else None
-        elif res is None and self.scale is not None and x.dim() == 4:
+            res = self.auto_sizes.get(self._side(x)) if _is_image(x) else None
+        elif res is None and self.scale is not None and _is_image(x):
             res = max(1, round(self.scale * min(x.shape[-2:])))
         return downsample(x, res)
 
@@ -229,9 +275,10 @@ class ModelHandle:
         _log_auto(None, min(side, loaded), failed)
         return None
 
-    def losses(self, inputs: torch.Tensor, targets: Any) -> torch.Tensor:
-        """Per-sample losses (float32, on the model's device) of a pool."""
-        if self.resolution == "auto" and inputs.dim() == 4:
+    def losses(self, inputs: Any, targets: Any) -> torch.Tensor:
+        """Per-sample losses (float32, on the model's device) of a pool; ``inputs`` is a
+        tensor, or a mapping passed as keyword arguments."""
+        if self.resolution == "auto" and _is_image(inputs):
             side = self._side(inputs)
             if side not in self.auto_sizes:  # probe once per loaded size, on two samples
                 t = targets[:2] if isinstance(targets, torch.Tensor) else targets
@@ -239,12 +286,12 @@ class ModelHandle:
                 self.auto_sizes[side] = self._probe_auto(x, t, side)
         return self._forward_loss(self.prepare(inputs), targets)
 
-    def losses_with(self, module: torch.nn.Module, inputs: torch.Tensor,
+    def losses_with(self, module: torch.nn.Module, inputs: Any,
                     targets: Any) -> torch.Tensor:
         """Per-sample losses of a pool under another network (an EMA copy of the live
         model, say), prepared exactly as :meth:`losses` prepares it for the live model: the
         same device, scoring size and loss."""
-        if self.resolution == "auto" and inputs.dim() == 4 and \
+        if self.resolution == "auto" and _is_image(inputs) and \
                 self._side(inputs) not in self.auto_sizes:
             self.losses(inputs[:2], targets[:2] if isinstance(targets, torch.Tensor)
                         else targets)   # probes the size once, as losses() would
@@ -253,27 +300,27 @@ class ModelHandle:
     def _side(self, x: torch.Tensor) -> int:
         return self.auto_side or int(min(x.shape[-2:]))
 
-    def accepts(self, inputs: torch.Tensor) -> bool:
+    def accepts(self, inputs: Any) -> bool:
         """Whether the model runs on ``inputs`` as they are (no resize, no loss)."""
         module = self.module
         try:
             with scoring_mode(module):
-                module(inputs.to(_device_of(module), non_blocking=True))
+                _call(module, _to(inputs, _device_of(module)))
         except Exception:
             return False
         return True
 
-    def _forward_loss(self, x: torch.Tensor, targets: Any,
+    def _forward_loss(self, x: Any, targets: Any,
                       module: torch.nn.Module | None = None) -> torch.Tensor:
         module = self.module if module is None else module
         device = _device_of(module)
-        x = x.to(device, non_blocking=True)
+        x = _to(x, device)
         y = targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
         cast = (torch.autocast(device_type=device.type, dtype=self.autocast)
                 if self.autocast is not None else contextlib.nullcontext())
         with scoring_mode(module), cast:
-            loss = self.loss_fn(module(x), y)
-        n = x.shape[0]
+            loss = self.loss_fn(_call(module, x), y)
+        n = _rows(x)
         if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (n,):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise LossShapeError(

@@ -118,15 +118,19 @@ class ScoringStage:
                            "target": B.get_field(batch, keys[1])}, self.ids(batch))
             self.train_time_s = time.perf_counter() - t0
 
-    def report_losses(self, losses: torch.Tensor) -> None:
+    def report_losses(self, losses: torch.Tensor, batch: Any = None) -> None:
+        """Hand the training losses of ``batch`` (default: the last yielded) to the scorer,
+        with the ids and inputs read from that batch."""
         if self._last is None:
             raise RuntimeError("report_losses() before any batch was yielded")
-        batch, keys = self._last
+        last, keys = self._last
+        batch = last if batch is None else batch
         ids, x = self.ids(batch), B.get_field(batch, keys[0])
         losses = torch.as_tensor(losses).detach().reshape(-1)
-        if losses.numel() != x.shape[0]:
+        n = B.batch_size_of(x)
+        if losses.numel() != n:
             raise ValueError(f"report_losses(): got {losses.numel()} losses for a batch of "
-                             f"{x.shape[0]} samples (pass per-sample losses, reduction='none')")
+                             f"{n} samples (pass per-sample losses, reduction='none')")
         self.scorer.observe(ids, losses, features={"input": x})
 
     # -- state ----------------------------------------------------------------------------

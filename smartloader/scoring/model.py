@@ -7,8 +7,13 @@ parameter or buffer changes. Each module's own ``training`` flag is restored aft
 
 Models wrapped in ``DistributedDataParallel`` (or ``DataParallel``) are scored through their
 ``.module``: no forward through the wrapper, so no buffer broadcast, no gradient hooks and no
-collective calls. A ``torch.compile``'d model is called as compiled (eval mode and the scoring
-shape add one graph to its cache).
+collective calls. A ``torch.compile``'d model scores through its compiled forward: eval mode,
+``no_grad`` and each scoring shape are one more graph in dynamo's cache (planned by
+:mod:`smartloader.config.shapes`, compiled ahead by :mod:`smartloader.integrations.compile`).
+Dynamo guards on grad mode and on every module's ``training`` flag, so the scoring graph is
+never the training one and BatchNorm still reads its running statistics without updating
+them. The two-sample probes (the first batch's check, ``score_resolution: auto``'s size
+search) run the model eagerly, so they compile no throwaway graph.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+
+from smartloader.scoring.compiled import eager_module
 
 __all__ = ["ModelHandle", "downsample", "default_loss", "scoring_mode", "logits_of",
            "auto_candidates", "OutputError", "LossShapeError"]
@@ -188,6 +195,8 @@ class ModelHandle:
         #: the side ``auto`` halves: the training resolution of the step under a resolution
         #: schedule (set by the schedule applier), else None = the loaded shorter side
         self.auto_side: int | None = None
+        #: shape of the last input the live model scored (None before the first)
+        self.last_shape: tuple[int, ...] | None = None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -218,7 +227,7 @@ class ModelHandle:
             if size >= loaded:
                 break
             try:
-                self._forward_loss(downsample(x, size), targets)
+                self._forward_loss(downsample(x, size), targets, eager=True)
             except (OutputError, LossShapeError):
                 raise
             except Exception as exc:  # the model cannot take this size: try a larger one
@@ -229,15 +238,17 @@ class ModelHandle:
         _log_auto(None, min(side, loaded), failed)
         return None
 
-    def losses(self, inputs: torch.Tensor, targets: Any) -> torch.Tensor:
-        """Per-sample losses (float32, on the model's device) of a pool."""
+    def losses(self, inputs: torch.Tensor, targets: Any, *, eager: bool = False
+               ) -> torch.Tensor:
+        """Per-sample losses (float32, on the model's device) of a pool. ``eager``: run a
+        compiled model's forward uncompiled (for probes, whose shapes are thrown away)."""
         if self.resolution == "auto" and inputs.dim() == 4:
             side = self._side(inputs)
             if side not in self.auto_sizes:  # probe once per loaded size, on two samples
                 t = targets[:2] if isinstance(targets, torch.Tensor) else targets
                 x = inputs[:2].to(self.device, non_blocking=True)
                 self.auto_sizes[side] = self._probe_auto(x, t, side)
-        return self._forward_loss(self.prepare(inputs), targets)
+        return self._forward_loss(self.prepare(inputs), targets, eager=eager)
 
     def losses_with(self, module: torch.nn.Module, inputs: torch.Tensor,
                     targets: Any) -> torch.Tensor:
@@ -247,7 +258,7 @@ class ModelHandle:
         if self.resolution == "auto" and inputs.dim() == 4 and \
                 self._side(inputs) not in self.auto_sizes:
             self.losses(inputs[:2], targets[:2] if isinstance(targets, torch.Tensor)
-                        else targets)   # probes the size once, as losses() would
+                        else targets, eager=True)   # probes the size once, as losses() would
         return self._forward_loss(self.prepare(inputs), targets, module)
 
     def _side(self, x: torch.Tensor) -> int:
@@ -258,21 +269,26 @@ class ModelHandle:
         module = self.module
         try:
             with scoring_mode(module):
-                module(inputs.to(_device_of(module), non_blocking=True))
+                eager_module(module)(inputs.to(_device_of(module), non_blocking=True))
         except Exception:
             return False
         return True
 
     def _forward_loss(self, x: torch.Tensor, targets: Any,
-                      module: torch.nn.Module | None = None) -> torch.Tensor:
+                      module: torch.nn.Module | None = None, eager: bool = False
+                      ) -> torch.Tensor:
+        live = module is None
         module = self.module if module is None else module
+        call = eager_module(module) if eager else module
         device = _device_of(module)
         x = x.to(device, non_blocking=True)
         y = targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
         cast = (torch.autocast(device_type=device.type, dtype=self.autocast)
                 if self.autocast is not None else contextlib.nullcontext())
         with scoring_mode(module), cast:
-            loss = self.loss_fn(module(x), y)
+            loss = self.loss_fn(call(x), y)
+        if live and not eager:
+            self.last_shape = tuple(x.shape)
         n = x.shape[0]
         if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (n,):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__

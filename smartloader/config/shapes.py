@@ -17,18 +17,13 @@ aspect kept, as :func:`~smartloader.scoring.model.downsample` does it).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from smartloader.config.phases import phase_at
-from smartloader.config.steps import Consumption, epoch_steps
+from smartloader.config.steps import Consumption
 
 __all__ = ["PlannedShape", "planned_shapes", "format_shapes", "score_size"]
-
-#: Steps a plan without ``total_steps`` looks at past the start of its last phase.
-_OPEN_HORIZON = 1
-
 
 @dataclass(frozen=True)
 class PlannedShape:
@@ -39,7 +34,8 @@ class PlannedShape:
     and backward (grad on, the model in its own mode); ``"score"``: the scoring forward
     (``no_grad``, every module in eval mode, ``autocast`` as configured). ``batch`` is the
     sample count, ``None`` when the batch size is not known; ``size`` is ``(h, w)`` in px,
-    ``None`` = as loaded (unknown). ``steps`` is the first and last step using it.
+    ``None`` = as loaded (unknown). ``steps``: the first and last step of the step ranges
+    that use it (a range of equal phase and side; an epoch's last step is its own).
     """
 
     role: str
@@ -137,91 +133,147 @@ def planned_shapes(config: Any, batch_size: int | None, *,
     model = Consumption.of(cfg)
     phases = model.phases
     total = cfg.total_steps
-    if total is None:
-        total = max(p.start for p in phases) + max(batches_per_epoch or 1, _OPEN_HORIZON)
+    if total is None:  # open-ended: every phase starts; the last goes on
+        total = max(p.start for p in phases) + 1
+    pf = model.pool_factor
+    forward = scored_by == "forward"
+    join = cfg.replay is not None and cfg.replay.join_pool
     found: dict[tuple, PlannedShape] = {}
 
-    def add(role: str, batch: int | None, size, step: int, note: str = "") -> None:
+    def add(role: str, batch: int | None, size, first: int, last: int, note: str = ""):
         shape = PlannedShape(role, batch, size, role == "train",
-                             cfg.autocast if role == "score" else None, (step, step), note)
+                             cfg.autocast if role == "score" else None, (first, last), note)
         old = found.get(shape.key)
-        if old is None:
-            found[shape.key] = shape
+        found[shape.key] = shape if old is None else PlannedShape(
+            *shape.key, (min(old.steps[0], first), max(old.steps[1], last)), old.note)
+
+    def scoring(r: int | None):
+        return _score_size(cfg, image_size, r, auto_sizes)
+
+    def pool(n: int | None, r: int | None, first: int, last: int, note: str = "") -> None:
+        """A selection step's pool of n samples: scored (when > one batch), then a batch."""
+        train = None if r is None else (r, r)
+        train = image_size if train is None else train
+        if n is not None and batch_size is not None and n <= batch_size:
+            add("train", n, train, first, last, "lone last batch, passed through")
+            return
+        if forward:
+            add("score", n, scoring(r), first, last, note)
+            if join and n is not None:  # once the memory holds samples, n // pf join
+                add("score", n + n // pf, scoring(r), first, last, "join_pool")
+        add("train", batch_size, train, first, last)
+
+    # every step: its phase and training side, in runs of equal (phase, side)
+    for first, last, phase, r in _runs(phases, schedule, total):
+        if phase.selects:
+            pool(None if batch_size is None else pf * batch_size, r, first, last)
         else:
-            found[shape.key] = PlannedShape(*shape.key, (old.steps[0], step), old.note)
-
-    def train_size(step: int):
-        return image_size if schedule is None else (int(schedule(step)),) * 2
-
-    def scoring(step: int):
-        loaded = image_size
-        res = cfg.score_resolution
-        scale = cfg.schedules.score_scale
-        r = None if schedule is None else int(schedule(step))
-        if scale is not None:
-            if r is not None:
-                res = max(1, round(scale * r))
-            elif loaded is not None:
-                res = max(1, round(scale * min(loaded)))
-            else:
-                return None
-        elif res == "auto":
-            if loaded is None:
-                return None
-            side = r if r is not None else min(loaded)
-            res = (auto_sizes[side] if auto_sizes and side in auto_sizes
-                   else _first_auto(side, min(loaded)))
-        return score_size(loaded, res)
-
-    per_epoch = batches_per_epoch or math.inf
-    sizes = _batch_sizes(batch_size, last_batch, batches_per_epoch)
-    join = cfg.replay is not None and cfg.replay.join_pool
-    step = 0
-    while step < total:
-        last = step
-        for s, first, take in epoch_steps(model, step, per_epoch):
-            if s >= total:
+            add("train", batch_size, image_size if r is None else (r, r), first, last)
+    # the end of each epoch: a short pool, a short last batch
+    if batches_per_epoch is not None:
+        step = 0
+        while step < total:
+            last_step, take, selects, step = _epoch_end(model, step, batches_per_epoch)
+            if last_step >= total:
                 break
-            last = s
-            phase = phase_at(phases, s)
-            if take == 0:  # a replay step: a batch of the memory's records
-                add("train", batch_size, train_size(s), s, "replay step")
-                continue
-            n = sizes(first, take)
-            if not phase.selects:
-                add("train", n, train_size(s), s, "short last batch"
-                    if n is not None and n != batch_size else "")
-                continue
-            if n is not None and batch_size is not None and n <= batch_size:
-                add("train", n, train_size(s), s, "lone last batch, passed through")
-                continue
-            note = "" if take == model.pool_factor and (n is None or n == take * batch_size) \
-                else "short last pool"
-            if scored_by == "forward":
-                add("score", n, scoring(s), s, note)
-                if join and n is not None:  # the memory's n // pool_factor join once filled
-                    add("score", n + n // model.pool_factor, scoring(s), s,
-                        "join_pool: memory samples join")
-            add("train", batch_size, train_size(s), s)
-        step = last + 1
-        if per_epoch is math.inf:
-            break
-    shapes = sorted(found.values(), key=lambda p: (p.role != "train", p.steps[0]))
-    return shapes
+            r = None if schedule is None else int(schedule(last_step))
+            n = None if batch_size is None else take * batch_size - (
+                0 if last_batch is None else batch_size - last_batch)
+            if not selects:
+                if n != batch_size:
+                    add("train", n, image_size if r is None else (r, r), last_step, last_step,
+                        "short last batch")
+            elif take < pf or n != pf * (batch_size or 0):
+                pool(n, r, last_step, last_step, "short last pool")
+    return sorted(found.values(),
+                  key=lambda p: (p.role != "train", p.steps[0], -(p.batch or 0)))
 
 
-def _batch_sizes(batch_size: int | None, last_batch: int | None,
-                 batches_per_epoch: int | None):
-    """``sizes(first, take)``: samples in wrapped batches ``first .. first + take - 1``."""
-    def sizes(first: int, take: int) -> int | None:
-        if batch_size is None:
+def _runs(phases, schedule, total: int):
+    """``(first, last, phase, side)`` for each run of steps with one phase and training side
+    (``side`` None without a schedule)."""
+    for phase in phases:
+        stop = total if phase.stop is None else min(phase.stop, total)
+        if phase.start >= stop:
+            continue
+        if schedule is None:
+            yield phase.start, stop - 1, phase, None
+            continue
+        for first, last, side in _constant_runs(lambda s: int(schedule(s)), phase.start, stop):
+            yield first, last, phase, side
+
+
+#: Points :func:`_constant_runs` samples a step range at before bisecting a change.
+_SAMPLES = 4096
+
+
+def _constant_runs(f, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """``(first, last, value)`` runs of the piecewise-constant ``f`` over ``start..stop-1``.
+
+    ``f`` is read at every step of a range of up to :data:`_SAMPLES` steps; a longer range
+    is sampled every ``len // _SAMPLES`` steps and each change found is bisected to its
+    exact step, so a long run costs a few dozen calls, not one per step. (Exact for the
+    resolution schedules, whose stages are each at least a stride long or change
+    monotonically: a stage shorter than the stride and flanked by equal values would be
+    missed.)"""
+    stride = max(1, (stop - start) // _SAMPLES)
+    runs = []
+    first, value, s = start, f(start), start
+    while s < stop - 1:
+        nxt = min(s + stride, stop - 1)
+        if f(nxt) == value:
+            s = nxt
+            continue
+        lo, hi = s, nxt   # f(lo) == value != f(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if f(mid) == value else (lo, mid)
+        runs.append((first, hi - 1, value))
+        first, value, s = hi, f(hi), hi
+    runs.append((first, stop - 1, value))
+    return runs
+
+
+def _epoch_end(model: Consumption, start: int, batches: int) -> tuple[int, int, bool, int]:
+    """``(last fresh step, wrapped batches it takes, whether it selects, next epoch's first
+    step)`` of an epoch of ``batches`` wrapped batches from ``start``, a phase at a time
+    (the count of :func:`~smartloader.config.steps.steps_in_epoch`)."""
+    step, left = start, batches
+    while True:
+        phase = phase_at(model.phases, step)
+        per = model.pool_factor if phase.selects else 1
+        stride = 1 + model.trailing_replays(step)
+        fresh = -(-left // per)
+        if phase.stop is not None and step < phase.stop:
+            fresh = min(fresh, -(-(phase.stop - step) // stride))
+        if fresh * per >= left:
+            return step + (fresh - 1) * stride, left - (fresh - 1) * per, phase.selects, \
+                step + fresh * stride
+        left -= fresh * per
+        step += fresh * stride
+
+
+def _score_size(cfg: Any, loaded: tuple[int, int] | None, r: int | None,
+                auto_sizes: Mapping[int, int | None] | None) -> tuple[int, int] | None:
+    """Scoring ``(h, w)`` of a pool loaded at ``loaded`` when the training side is ``r``:
+    the rule of :class:`~smartloader.schedules.applier.ScheduleApplier` and
+    :class:`~smartloader.scoring.ModelHandle`."""
+    res = cfg.score_resolution
+    scale = cfg.schedules.score_scale
+    if scale is not None:
+        if r is not None:
+            res = max(1, round(scale * r))
+        elif loaded is not None:
+            res = max(1, round(scale * min(loaded)))
+        else:
             return None
-        n = take * batch_size
-        if last_batch is not None and batches_per_epoch is not None \
-                and first + take == batches_per_epoch:
-            n -= batch_size - last_batch
-        return n
-    return sizes
+    elif res == "auto":
+        if loaded is None:
+            return None
+        side = r if r is not None else min(loaded)
+        res = (auto_sizes[side] if auto_sizes and side in auto_sizes
+               else _first_auto(side, min(loaded)))
+    return score_size(loaded, res)
 
 
 def format_shapes(shapes: Iterable[PlannedShape], channels: int | None = None) -> str:

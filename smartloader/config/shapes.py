@@ -185,8 +185,10 @@ def planned_shapes(config: Any, batch_size: int | None, *,
                         "short last batch")
             elif take < pf or n != pf * (batch_size or 0):
                 pool(n, r, last_step, last_step, "short last pool")
-    return sorted(found.values(),
-                  key=lambda p: (p.role != "train", p.steps[0], -(p.batch or 0)))
+    shapes = sorted(found.values(), key=lambda p: (p.role != "train", p.steps[0], bool(p.note)))
+    if cfg.total_steps is None:  # an open-ended run: the steps would be made up
+        shapes = [PlannedShape(*p.key, None, p.note) for p in shapes]
+    return shapes
 
 
 def _runs(phases, schedule, total: int):

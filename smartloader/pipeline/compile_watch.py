@@ -121,10 +121,10 @@ class CompileWatch:
             fixes = _fixes(new, plan)
         else:
             what = "none of the shapes SmartLoader fed"
-            fixes = (f"the extra graphs come from calls outside SmartLoader (an evaluation "
-                     f"loop, another compiled instance of the same class) or from a guard on "
-                     f"something other than the shape (a module flag, requires_grad, a Python "
-                     f"value); TORCH_LOGS=recompiles names the failing guard")
+            fixes = ("the extra graphs come from calls outside SmartLoader (an evaluation "
+                     "loop, another compiled instance of the same class) or from a guard on "
+                     "something other than the shape (a module flag, requires_grad, a Python "
+                     "value); TORCH_LOGS=recompiles names the failing guard")
         self._say(f"smartloader: torch.compile holds {n} graphs for {self._name()} at step "
                   f"{step}, more than the {len(plan)} planned input shapes [{planned}]; "
                   f"unplanned: {what}. Fix: {fixes}")

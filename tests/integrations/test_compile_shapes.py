@@ -305,3 +305,16 @@ def test_bf16_autocast_through_the_loader():
     s = loader.stats
     assert s.scored_by == "forward" and torch.isfinite(torch.tensor(s.pool_loss_mean))
     assert all(p.autocast == "bfloat16" for p in loader.planned_shapes() if p.role == "score")
+
+
+def test_module_compile_in_place_is_counted_and_probed_eagerly():
+    net = model()
+    net.compile(backend="eager")               # nn.Module.compile(): no OptimizedModule
+    handle = ModelHandle(net, resolution=8)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 3, (16,))
+    assert compiled_graphs(net) == 0
+    handle.losses(x[:2], y[:2], eager=True)
+    assert compiled_graphs(net) == 0
+    handle.losses(x, y)
+    assert compiled_graphs(net) == 1
+    assert compiled_graphs(model()) is None

@@ -188,10 +188,13 @@ def emit(sl: Any, chosen: Selected, phase: Phase) -> Any:
     batch = sl._transform(chosen.batch, keys)
     batch, res, mag = sl._schedules.finish(batch, keys[0], cur.step)
     scoring, replay = sl._scoring, sl._replay
+    graphs = None if not sl._compile.active else sl._compile.observe(
+        cur.step, B.get_field(batch, keys[0]),
+        sl._handle.last_shape if chosen.scored_by == "forward" else None)
     cur.last = (cur.step, cur.epoch, phase, chosen, res, mag, sl._chooser.fallbacks,
                 cur.short_pools, scoring.forwards, scoring.skipped, scoring.flagged,
                 replay.replayed, None if replay.memory is None else replay.memory.nbytes,
-                scoring.train_time_s)
+                scoring.train_time_s, graphs)
     cur.step += 1
     if sl._callback is not None:
         sl._callback(materialize(step_stats(cur.last, keys)))
@@ -201,7 +204,7 @@ def emit(sl: Any, chosen: Selected, phase: Phase) -> Any:
 def step_stats(last: tuple, keys: tuple) -> StepStats:
     """The :class:`StepStats` of the numbers :func:`emit` kept."""
     (step, epoch, phase, chosen, res, mag, fallbacks, short_pools, forwards, skipped,
-     flagged, replayed, nbytes, train_s) = last
+     flagged, replayed, nbytes, train_s, graphs) = last
     size = chosen.size
     if size is None:  # a pass-through batch: its size is read only now
         size = B.batch_size_of(B.get_field(chosen.batch, keys[0]))
@@ -213,7 +216,7 @@ def step_stats(last: tuple, keys: tuple) -> StepStats:
         select_time_s=chosen.times[2], uniform_fallbacks=fallbacks, short_pools=short_pools,
         scored_by=chosen.scored_by, scoring_forwards=forwards, forwards_skipped=skipped,
         noisy_flagged=flagged, replayed=replayed, replay_nbytes=nbytes, resolution=res,
-        magnitude=mag, scorer_train_time_s=train_s)
+        magnitude=mag, scorer_train_time_s=train_s, compiled_graphs=graphs)
 
 
 def report_fallbacks(sl: Any) -> None:

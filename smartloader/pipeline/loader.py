@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import torch
 
 from smartloader.augment.transform import TransformStage
+from smartloader.common import batch as B
 from smartloader.common.epochs import check_epoch, mix_seed
 from smartloader.config.keys import pool_factor_warnings
 from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED, Phase,
@@ -22,6 +23,7 @@ from smartloader.config.steps import Consumption, steps_in_epoch
 from smartloader.common.state import check_int, show, strict_keys
 from smartloader.errors import StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
+from smartloader.pipeline.compile_watch import CompileWatch, epoch_layout
 from smartloader.pipeline.distributed import DistributedSync
 from smartloader.pipeline.epoch import run_epoch, step_stats
 from smartloader.pipeline.probe import inspect_first
@@ -115,6 +117,9 @@ class SmartLoader:
         self._batch_size: int | None = bs if isinstance(bs, int) and bs > 0 else None
         # the stages, in the order a selection step runs them
         self._handle = ModelHandle(model, loss_fn, cfg.score_resolution, cfg.autocast)
+        #: a torch.compile'd model's graph count per step (StepStats.compiled_graphs)
+        self._compile = CompileWatch(model, self.planned_shapes)
+        self._input_shape: tuple[int, ...] | None = None  # the first batch's, per sample
         self._schedules = ScheduleApplier(cfg.schedules, cfg.total_steps, cfg.score_resolution,
                                          self._handle)
         #: collectives under torch.distributed (equal step counts, global selection)
@@ -185,6 +190,24 @@ class SmartLoader:
         """Training resolution of the step about to be produced (``stats.resolution`` is the
         last yielded batch's); ``None`` without a ``resolution`` schedule."""
         return self._schedules.resolution_at(self._cursor.step)
+
+    def planned_shapes(self, batch_size: int | None = None) -> list:
+        """The model input signatures this run feeds the model, training ones first
+        (:func:`smartloader.config.shapes.planned_shapes`): each is one ``torch.compile``
+        graph. ``batch_size`` defaults to :attr:`batch_size`; the image size is the first
+        batch's (before it, the resolution schedule's max); the epoch's last batch is
+        planned where the wrapped loader says it (a ``DataLoader`` without ``drop_last``)."""
+        from smartloader.config.shapes import planned_shapes
+        bs = batch_size or self._batch_size
+        if bs is None:
+            raise ValueError("planned_shapes(): the batch size is not known yet (the wrapped "
+                             "loader has no batch_size and no batch was drawn); pass "
+                             "batch_size=N")
+        per_epoch, last = epoch_layout(self.loader, bs)
+        shape = self._input_shape
+        return planned_shapes(self.config, bs, image_size=None if shape is None or len(shape) < 3
+                              else tuple(shape[-2:]), batches_per_epoch=per_epoch,
+                              last_batch=last, auto_sizes=self._handle.auto_sizes)
 
     def lr_scheduler(self, optimizer: torch.optim.Optimizer):
         """The config's ``lr`` schedule as an ``LRScheduler`` on ``optimizer``; call its
@@ -308,6 +331,8 @@ class SmartLoader:
         """Find the fields and probe the model on the first batch (see :mod:`.probe`)."""
         self._keys, n = inspect_first(batch, self.config, self._handle,
                                       any(p.selects for p in self._phases))
+        x = B.get_field(batch, self._keys[0])
+        self._input_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None
         if self._batch_size is None:
             self._batch_size = n
 

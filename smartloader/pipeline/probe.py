@@ -53,7 +53,7 @@ def inspect_first(batch: Any, cfg: Config, handle: ModelHandle, selects: bool
     probe = min(n, 2)
     t = targets[:probe] if isinstance(targets, torch.Tensor) else targets
     try:
-        handle.losses(head(inputs, probe), t)
+        handle.losses(head(inputs, probe), t, eager=True)  # a compiled model: no throwaway graph
     except (OutputError, LossShapeError):
         raise
     except Exception as exc:

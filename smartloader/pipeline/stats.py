@@ -39,6 +39,9 @@ class StepStats:
     replayed: int = 0                #: samples of this batch drawn from the replay memory
     replay_nbytes: int | None = None  #: replay memory size (bytes); None = no replay section
     scorer_train_time_s: float = 0.0  #: a learning scorer's step on this batch (a proxy's)
+    #: graphs torch.compile holds for the model's forward so far (one per input signature:
+    #: shape, grad mode, autocast); None = the model is not compiled
+    compiled_graphs: int | None = None
 
     @property
     def overhead_s(self) -> float:

@@ -7,8 +7,13 @@ parameter or buffer changes. Each module's own ``training`` flag is restored aft
 
 Models wrapped in ``DistributedDataParallel`` (or ``DataParallel``) are scored through their
 ``.module``: no forward through the wrapper, so no buffer broadcast, no gradient hooks and no
-collective calls. A ``torch.compile``'d model is called as compiled (eval mode and the scoring
-shape add one graph to its cache).
+collective calls. A ``torch.compile``'d model scores through its compiled forward: eval mode,
+``no_grad`` and each scoring shape are one more graph in dynamo's cache (planned by
+:mod:`smartloader.config.shapes`, compiled ahead by :mod:`smartloader.integrations.compile`).
+Dynamo guards on grad mode and on every module's ``training`` flag, so the scoring graph is
+never the training one and BatchNorm still reads its running statistics without updating
+them. The two-sample probes (the first batch's check, ``score_resolution: auto``'s size
+search) run the model eagerly, so they compile no throwaway graph.
 
 An input that is a mapping of tensors (``{"input_ids": ..., "attention_mask": ...}``, the
 Hugging Face style) is passed as keyword arguments, ``model(**inputs)``, at the resolution it
@@ -23,6 +28,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+
+from smartloader.scoring.compiled import eager_module
 
 __all__ = ["ModelHandle", "downsample", "default_loss", "scoring_mode", "logits_of",
            "auto_candidates", "head", "OutputError", "LossShapeError"]
@@ -57,6 +64,13 @@ def _to(x: Any, device: torch.device) -> Any:
 def _call(module: torch.nn.Module, x: Any) -> Any:
     """``module(**x)`` for a mapping of keyword inputs, else ``module(x)``."""
     return module(**x) if isinstance(x, Mapping) else module(x)
+
+
+def _input_shape(x: Any) -> tuple:
+    """An input's shape: a tensor's, or for keyword inputs the first tensor's."""
+    if isinstance(x, Mapping):
+        return next((tuple(v.shape) for v in x.values() if isinstance(v, torch.Tensor)), ())
+    return tuple(x.shape)
 
 
 def _rows(x: Any) -> int:
@@ -233,6 +247,8 @@ class ModelHandle:
         #: the side ``auto`` halves: the training resolution of the step under a resolution
         #: schedule (set by the schedule applier), else None = the loaded shorter side
         self.auto_side: int | None = None
+        #: shape of the last input the live model scored (None before the first)
+        self.last_shape: tuple[int, ...] | None = None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -264,7 +280,7 @@ class ModelHandle:
             if size >= loaded:
                 break
             try:
-                self._forward_loss(downsample(x, size), targets)
+                self._forward_loss(downsample(x, size), targets, eager=True)
             except (OutputError, LossShapeError):
                 raise
             except Exception as exc:  # the model cannot take this size: try a larger one
@@ -275,16 +291,17 @@ class ModelHandle:
         _log_auto(None, min(side, loaded), failed)
         return None
 
-    def losses(self, inputs: Any, targets: Any) -> torch.Tensor:
+    def losses(self, inputs: Any, targets: Any, *, eager: bool = False) -> torch.Tensor:
         """Per-sample losses (float32, on the model's device) of a pool; ``inputs`` is a
-        tensor, or a mapping passed as keyword arguments."""
+        tensor, or a mapping passed as keyword arguments. ``eager``: run a compiled model's
+        forward uncompiled (for probes, whose shapes are thrown away)."""
         if self.resolution == "auto" and _is_image(inputs):
             side = self._side(inputs)
             if side not in self.auto_sizes:  # probe once per loaded size, on two samples
                 t = targets[:2] if isinstance(targets, torch.Tensor) else targets
                 x = inputs[:2].to(self.device, non_blocking=True)
                 self.auto_sizes[side] = self._probe_auto(x, t, side)
-        return self._forward_loss(self.prepare(inputs), targets)
+        return self._forward_loss(self.prepare(inputs), targets, eager=eager)
 
     def losses_with(self, module: torch.nn.Module, inputs: Any,
                     targets: Any) -> torch.Tensor:
@@ -294,7 +311,7 @@ class ModelHandle:
         if self.resolution == "auto" and _is_image(inputs) and \
                 self._side(inputs) not in self.auto_sizes:
             self.losses(inputs[:2], targets[:2] if isinstance(targets, torch.Tensor)
-                        else targets)   # probes the size once, as losses() would
+                        else targets, eager=True)   # probes the size once, as losses() would
         return self._forward_loss(self.prepare(inputs), targets, module)
 
     def _side(self, x: torch.Tensor) -> int:
@@ -305,21 +322,26 @@ class ModelHandle:
         module = self.module
         try:
             with scoring_mode(module):
-                _call(module, _to(inputs, _device_of(module)))
+                _call(eager_module(module), _to(inputs, _device_of(module)))
         except Exception:
             return False
         return True
 
     def _forward_loss(self, x: Any, targets: Any,
-                      module: torch.nn.Module | None = None) -> torch.Tensor:
+                      module: torch.nn.Module | None = None, eager: bool = False
+                      ) -> torch.Tensor:
+        live = module is None
         module = self.module if module is None else module
+        call = eager_module(module) if eager else module
         device = _device_of(module)
         x = _to(x, device)
         y = targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
         cast = (torch.autocast(device_type=device.type, dtype=self.autocast)
                 if self.autocast is not None else contextlib.nullcontext())
         with scoring_mode(module), cast:
-            loss = self.loss_fn(_call(module, x), y)
+            loss = self.loss_fn(_call(call, x), y)
+        if live and not eager:
+            self.last_shape = _input_shape(x)
         n = _rows(x)
         if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (n,):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__

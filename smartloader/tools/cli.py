@@ -87,6 +87,17 @@ def plan_main(argv: list[str]) -> int:
     parser.add_argument("--base-resolution", type=int, default=BASE_RESOLUTION, metavar="N",
                         help="training resolution when the config has no resolution "
                              f"schedule (default {BASE_RESOLUTION})")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="samples per wrapped batch: the batch dimension of the planned "
+                             "model input shapes (torch.compile graphs)")
+    parser.add_argument("--image-size", metavar="H[xW]",
+                        help="size the wrapped loader yields (default: the resolution "
+                             "schedule's max, else --base-resolution)")
+    parser.add_argument("--samples-per-epoch", type=int, metavar="N",
+                        help="samples in an epoch (with --batch-size): plans the short last "
+                             "batch and the short pools at each epoch's end")
+    parser.add_argument("--drop-last", action="store_true",
+                        help="the wrapped loader drops its short last batch")
     args = parser.parse_args(argv)
     from smartloader.config.schema import load_config
     try:
@@ -100,17 +111,54 @@ def plan_main(argv: list[str]) -> int:
             steps = steps_for_epochs(config, config.total_epochs, args.batches_per_epoch)
             config = config.with_length(total_steps=steps)
         inputs = plan_inputs(config)
+        shapes = _shapes(config, args)
     except ConfigError as exc:
         print(f"smartloader plan: {exc}", file=sys.stderr)
         return 1
     print("\n".join(_describe(config)))
     print()
     print(format_plan(**inputs, arch=args.arch, base_resolution=args.base_resolution))
+    print()
+    print(shapes)
     if args.plot:
         plot_plan(inputs["total_steps"], inputs["phases"], inputs["schedules"], args.plot,
                   base_resolution=args.base_resolution)
         print(f"plot saved to {args.plot}")
     return 0
+
+
+def _shapes(config, args) -> str:
+    """The planned model input shapes for ``plan``'s options, as text."""
+    from smartloader.config.shapes import format_shapes, planned_shapes
+    bs = args.batch_size
+    if bs is not None and bs < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {bs}")
+    size = args.image_size
+    if size is not None:
+        try:
+            parts = [int(p) for p in size.lower().split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2) or min(parts) < 1:
+            raise ConfigError(f"--image-size: H or HxW in px, got {size!r}")
+        size = (parts[0], parts[-1])
+    elif config.schedules.resolution is None:
+        size = (args.base_resolution, args.base_resolution)
+    per_epoch = last = None
+    if args.samples_per_epoch is not None:
+        if bs is None:
+            raise ConfigError("--samples-per-epoch: needs --batch-size")
+        n = args.samples_per_epoch
+        if n < bs:
+            raise ConfigError(f"--samples-per-epoch: {n} is less than one batch ({bs})")
+        per_epoch = n // bs if args.drop_last else -(-n // bs)
+        last = None if args.drop_last or n % bs == 0 else n % bs
+    text = format_shapes(planned_shapes(config, bs, image_size=size,
+                                        batches_per_epoch=per_epoch, last_batch=last))
+    if bs is None:
+        text += ("\n  (B: give --batch-size N, and --samples-per-epoch N for the short last "
+                 "batches)")
+    return text
 
 
 def validate_main(argv: list[str]) -> int:

@@ -51,11 +51,15 @@ class StepStats:
                 + self.scorer_train_time_s)
 
 
+#: the field names, read once (``dataclasses.fields`` walks the class on every call)
+_FIELDS = tuple(f.name for f in dataclasses.fields(StepStats))
+
+
 def materialize(stats: StepStats) -> StepStats:
     """Replace 0-d tensors (kept to avoid host syncs) by Python numbers."""
     changes = {}
-    for f in dataclasses.fields(stats):
-        value = getattr(stats, f.name)
+    for name in _FIELDS:
+        value = getattr(stats, name)
         if isinstance(value, torch.Tensor):
-            changes[f.name] = value.item() if value.dtype.is_floating_point else int(value.item())
+            changes[name] = value.item() if value.dtype.is_floating_point else int(value.item())
     return dataclasses.replace(stats, **changes) if changes else stats

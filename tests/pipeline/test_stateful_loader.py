@@ -92,15 +92,22 @@ def test_with_workers_the_stateful_loader_resumes_exactly():
     assert res.state["loader"] is not None
 
 
-def test_resume_reads_no_consumed_batch_again():
+def saved_after(inner, steps: int) -> dict:
+    """The state of a SmartLoader over ``inner`` after ``steps`` trained steps (through a
+    save/load round trip)."""
     net, opt = trainable_model()
-    sl = smartloader.wrap(shuffled(7), net, CFG)
+    sl = smartloader.wrap(inner, net, CFG)
     it = iter(sl)
-    for i in range(7):
+    for i in range(steps):
         train_step((sl, net, opt), i, next(it))
     state = save_load(sl.state_dict())
-    consumed = state["consumed"]
     it.close()
+    return state
+
+
+def test_resume_reads_no_consumed_batch_again():
+    state = saved_after(shuffled(7), 7)
+    consumed = state["consumed"]
 
     inner = shuffled(999)
     fresh = smartloader.wrap(inner, *trainable_model()[:1], CFG)
@@ -113,14 +120,7 @@ def test_resume_reads_no_consumed_batch_again():
 def test_without_a_nested_state_the_consumed_batches_are_re_read(caplog):
     """A state saved around a plain (deterministic) DataLoader resumes on a stateful one by
     re-reading, and says so."""
-    net, opt = trainable_model()
-    ds = CountingDataset()
-    sl = smartloader.wrap(DataLoader(ds, batch_size=8), net, CFG)
-    it = iter(sl)
-    for i in range(6):
-        train_step((sl, net, opt), i, next(it))
-    state = save_load(sl.state_dict())
-    it.close()
+    state = saved_after(DataLoader(CountingDataset(), batch_size=8), 6)
     assert state["loader"] is None
 
     inner = StatefulDataLoader(CountingDataset(), batch_size=8)
@@ -146,13 +146,7 @@ def test_a_nested_state_needs_a_loader_that_can_load_it():
 
 
 def test_state_taken_before_resuming_hands_the_loaded_loader_state_on():
-    net, opt = trainable_model()
-    sl = smartloader.wrap(shuffled(7), net, CFG)
-    it = iter(sl)
-    for i in range(5):
-        train_step((sl, net, opt), i, next(it))
-    state = save_load(sl.state_dict())
-    it.close()
+    state = saved_after(shuffled(7), 5)
     fresh = smartloader.wrap(shuffled(999), trainable_model()[0], CFG)
     fresh.load_state_dict(state)
     again = save_load(fresh.state_dict())
@@ -160,13 +154,7 @@ def test_state_taken_before_resuming_hands_the_loaded_loader_state_on():
 
 
 def test_set_epoch_to_another_epoch_drops_the_nested_position(caplog):
-    net, opt = trainable_model()
-    sl = smartloader.wrap(shuffled(7), net, CFG)
-    it = iter(sl)
-    for i in range(5):
-        train_step((sl, net, opt), i, next(it))
-    state = save_load(sl.state_dict())
-    it.close()
+    state = saved_after(shuffled(7), 5)
     inner = shuffled(7)
     fresh = smartloader.wrap(inner, trainable_model()[0], CFG)
     fresh.load_state_dict(state)

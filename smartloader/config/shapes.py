@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from smartloader.config.phases import phase_at
 from smartloader.config.steps import Consumption
+from smartloader.config.strategies import scored_by as config_scored_by
 
 __all__ = ["PlannedShape", "planned_shapes", "format_shapes", "score_size"]
 
@@ -117,8 +118,7 @@ def planned_shapes(config: Any, batch_size: int | None, *,
     from smartloader.config.schema import Config, load_config
     cfg = config if isinstance(config, Config) else load_config(config)
     if scored_by is None:
-        from smartloader.tools.cli import scored_by as _scored_by
-        scored_by = _scored_by(cfg)
+        scored_by = config_scored_by(cfg)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     if last_batch is not None and not (batch_size is not None and 1 <= last_batch <= batch_size):

@@ -15,7 +15,7 @@ from smartloader.common.spec import Field, valid
 from smartloader.scoring.noisy_guard import NOISY_GUARD
 from smartloader.scoring.scorers import DEFAULT_SCORER, SCORER
 
-__all__ = ["STRATEGY_FIELDS", "STRATEGY_KEYS", "strategy_problems"]
+__all__ = ["STRATEGY_FIELDS", "STRATEGY_KEYS", "strategy_problems", "scored_by"]
 
 #: Top-level config keys this module owns, in the order the docs list them.
 STRATEGY_FIELDS = (
@@ -58,3 +58,20 @@ def strategy_problems(v: Mapping[str, Any], problems: list[str]) -> None:
             if valid(p, "selection") and p["selection"] not in _GLOBAL_RULES:
                 problems.append(f"phases[{i}].selection: selection_scope global supports only "
                                 f"ranked, got {p['selection']!r}")
+
+
+def scored_by(config) -> str:
+    """How the config's scorer scores a pool: ``forward`` (the live model), ``table`` (a
+    loss table, no forward) or ``proxy`` (a small co-trained network)."""
+    scorer = config.strategies.get("scorer")
+    kind = None if scorer is None else scorer["type"]
+    if kind == "history":
+        return "table"
+    if kind == "proxy_model":
+        return "proxy"
+    if kind == "learnability":
+        if scorer["learner"] == "history" and scorer["reference"] == "best":
+            return "table"
+        if scorer["learner"] == "history" and scorer["reference"] == "proxy_model":
+            return "proxy"
+    return "forward"

@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 from smartloader.errors import ConfigError
+from smartloader.config.strategies import scored_by
 
 __all__ = ["plan_main", "validate_main", "keys_main", "preset_main", "plan_inputs"]
 
@@ -29,23 +30,6 @@ def plan_inputs(config) -> dict:
     return {"total_steps": config.total_steps, "phases": phases,
             "schedules": schedules, "pool_factor": config.pool_factor,
             "score_resolution": config.score_resolution, "scored_by": scored_by(config)}
-
-
-def scored_by(config) -> str:
-    """How the config's scorer scores a pool: ``forward`` (the live model), ``table`` (a
-    loss table, no forward) or ``proxy`` (a small co-trained network)."""
-    scorer = config.strategies.get("scorer")
-    kind = None if scorer is None else scorer["type"]
-    if kind == "history":
-        return "table"
-    if kind == "proxy_model":
-        return "proxy"
-    if kind == "learnability":
-        if scorer["learner"] == "history" and scorer["reference"] == "best":
-            return "table"
-        if scorer["learner"] == "history" and scorer["reference"] == "proxy_model":
-            return "proxy"
-    return "forward"
 
 
 def _describe(config) -> list[str]:

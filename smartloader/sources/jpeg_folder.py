@@ -115,10 +115,8 @@ def draft_size(path: str | os.PathLike, size: int) -> tuple[int, int]:
 
 
 def _check_extensions(extensions: Any) -> tuple[str, ...]:
-    if isinstance(extensions, str):
-        extensions = (extensions,)
     try:
-        exts = tuple(extensions)
+        exts = (extensions,) if isinstance(extensions, str) else tuple(extensions)
     except TypeError:
         exts = None
     if (not exts or not all(isinstance(e, str) and len(e) > 1 and e.startswith(".")

@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quality", type=int, default=90)
     args = ap.parse_args(argv)
-    if args.images < 1 or args.classes < 1:
-        ap.error(f"--images and --classes must be >= 1, got {args.images} and {args.classes}")
+    if not 1 <= args.classes <= args.images:
+        ap.error(f"need 1 <= --classes <= --images (every class folder gets an image), got "
+                 f"--classes {args.classes} --images {args.images}")
     for k in range(args.classes):
         os.makedirs(os.path.join(args.root, f"class_{k}"), exist_ok=True)
     t0, total = time.perf_counter(), 0

@@ -36,8 +36,9 @@ def make_image(seed: int, n: int, classes: int = 10) -> tuple[Image.Image, int]:
     period = rng.uniform(6, 16)
     px, py = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
     pw, ph = w // 2, h // 2
-    proj = xx[py:py + ph, px:px + pw] * math.cos(theta) + yy[py:py + ph, px:px + pw] * math.sin(theta)
-    img[py:py + ph, px:px + pw] += (60 * np.sin(2 * math.pi * proj / period))[..., None]
+    patch = np.s_[py:py + ph, px:px + pw]
+    proj = xx[patch] * math.cos(theta) + yy[patch] * math.sin(theta)
+    img[patch] += (60 * np.sin(2 * math.pi * proj / period))[..., None]
     image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(3, 9))):

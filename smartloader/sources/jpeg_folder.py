@@ -262,13 +262,14 @@ class JPEGFolder(torch.utils.data.Dataset):
                             f"{type(index).__name__} {index!r}") from None
         if not 0 <= i < n:
             raise IndexError(f"JPEGFolder index {i} out of range for {n} images (0..{n - 1})")
+        skip = self.on_corrupt == "skip"
         for _ in range(n):  # at most one attempt per file: ends even if all are unreadable
             path, label = self.samples[i]
-            if i not in self.corrupt:
+            if not (skip and i in self.corrupt):
                 try:
                     return _open_rgb(path, size), label, i
                 except _UNREADABLE as err:
-                    if self.on_corrupt != "skip":
+                    if not skip:
                         raise CorruptImageError(
                             f"JPEGFolder: image {i} ({path!r}) cannot be decoded "
                             f"({type(err).__name__}: {err}); remove or replace the file, or "

@@ -317,7 +317,8 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             job = _Job(step, first, take, idx, phase_at(sl.phases, step).selects
                        and idx.numel() > bs)
             if job.selects and loaded is not None and loaded["step"] == step:
-                _restore(job, loaded)
+                _restore(job, loaded)  # chosen before the state was taken
+                work.set_state(job.generator)
             elif job.selects:
                 job.low = src.submit("low", idx, epoch, step)
             if not job.selects or job.chosen is not None:

@@ -37,6 +37,9 @@ POOL_SOURCE = Typed("pool_source", (("loader", _LOADER), ("two_resolution", _TWO
                     doc="where pools come from: `loader` (batches of the wrapped loader) or "
                         "`two_resolution` (low-resolution views from the dataset's low_res, "
                         "full resolution for the chosen samples only; docs/two_resolution.md)",
+                    type_doc="`loader`: batches of the wrapped loader; `two_resolution`: "
+                             "pools scored on the dataset's low_res views, the chosen samples "
+                             "loaded at full resolution",
                     required_message="is required (one of {choices})")
 
 #: scorers the two-resolution path is built and tested with

@@ -1,7 +1,7 @@
 """Every key of a SmartLoader config, and the checks that relate keys to each other.
 
 :data:`TOP` assembles the top-level keys from the parts that declare them (the phases, the
-schedules, the strategies, the replay memory), so a key's type, bounds, default and meaning
+schedules, the strategies, the replay memory, the pool source), so a key's type, bounds, default and meaning
 are written once, next to the code that uses it. :func:`read_config` reads a raw mapping
 against it and collects every problem in one pass: each key's own (a wrong type, a bound, an
 unknown key with a did-you-mean hint), then the relations between keys (phase lengths vs
@@ -20,6 +20,7 @@ from smartloader.errors import ConfigError
 from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED, PHASE,
                                         SELECTIONS, describe_phases, length_problems)
 from smartloader.config.strategies import STRATEGY_FIELDS, strategy_problems
+from smartloader.pipeline.pool_source import POOL_SOURCE, pool_source_problems
 from smartloader.replay.config import REPLAY
 from smartloader.schedules import SCHEDULE_FIELDS, schedule_problems
 
@@ -76,6 +77,8 @@ TOP = Section("config", (
     *SCHEDULE_FIELDS,
     *STRATEGY_FIELDS,
     Field("replay", "section", None, nullable=True, section=REPLAY, doc=REPLAY.doc),
+    Field("pool_source", "section", None, nullable=True, section=POOL_SOURCE,
+          default_doc="null (batches of the wrapped loader)", doc=POOL_SOURCE.doc),
 ))
 TOP_KEYS = TOP.keys
 
@@ -138,6 +141,7 @@ def _relations(v: dict, problems: list[str], warnings: list[str]) -> None:
                         f"score_resolution {v['score_resolution']} fixes it)")
     strategy_problems(v, problems)
     _replay(v, phases, problems, warnings)
+    pool_source_problems(v, problems)
     if valid(v, "total_steps") and not by_epochs and phases and all(
             valid(p, "name", "steps", "fraction") for p in phases):
         problems.extend(length_problems([SimpleNamespace(**p) for p in phases],

@@ -59,6 +59,10 @@ class Config:
     #: The parsed ``replay:`` section (None = no replay), and as written for ``to_dict``.
     replay: ReplayConfig | None = None
     replay_raw: Mapping[str, Any] | None = field(default=None, repr=False)
+    #: The parsed ``pool_source:`` section (None = batches of the wrapped loader), and as
+    #: written for ``to_dict``.
+    pool_source: Values | None = None
+    pool_source_raw: Mapping[str, Any] | None = field(default=None, repr=False)
     _raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +82,8 @@ class Config:
         out.update(self.strategies_raw)  # absent at their defaults: older states still load
         if self.replay_raw is not None:  # absent without replay: older states still load
             out["replay"] = dict(self.replay_raw)
+        if self.pool_source_raw is not None:  # absent by default: older states still load
+            out["pool_source"] = dict(self.pool_source_raw)
         return out
 
     def with_length(self, *, total_steps: int | None = None,
@@ -174,4 +180,6 @@ def _parse(raw: Any) -> Config:
         strategies=Values(strategies),
         strategies_raw={k: m[k] for k in STRATEGY_KEYS if m.get(k) is not None},
         replay=None if v["replay"] is None else make_replay(v["replay"]),
-        replay_raw=None if v["replay"] is None else dict(m["replay"]), _raw=m)
+        replay_raw=None if v["replay"] is None else dict(m["replay"]),
+        pool_source=None if v["pool_source"] is None else Values(v["pool_source"]),
+        pool_source_raw=None if v["pool_source"] is None else dict(m["pool_source"]), _raw=m)

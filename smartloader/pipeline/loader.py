@@ -32,6 +32,7 @@ from smartloader.pipeline.distributed import world
 from smartloader.pipeline.state import (STATE_KEYS, STATE_VERSION, Cursor, check_cursor_state,
                                         is_stateful)
 from smartloader.pipeline.stats import StepStats, materialize
+from smartloader.pipeline.two_resolution import build_pool_source, epoch_view
 from smartloader.pipeline.step import SelectionStep
 from smartloader.replay.stage import build_replay_stage
 from smartloader.schedules.applier import ScheduleApplier
@@ -106,7 +107,11 @@ class SmartLoader:
             raise TypeError("loader is a one-shot iterator (e.g. a generator object); pass "
                             "something that can be iterated once per epoch, such as a "
                             "DataLoader or an object whose __iter__ returns a new generator")
-        cfg, run_end = by_epochs(load_config(config, **overrides), loader)
+        cfg = load_config(config, **overrides)
+        #: what len(), total_epochs and the shape plan count batches of: the wrapped loader,
+        #: or the index stream of pool_source two_resolution
+        self._sized = epoch_view(cfg, loader)
+        cfg, run_end = by_epochs(cfg, self._sized)
         self.config: Config = cfg
         self.loader = loader
         self._phases: tuple[Phase, ...] = cfg.resolve_phases()
@@ -132,6 +137,8 @@ class SmartLoader:
         self._replay = build_replay_stage(
             cfg.replay, loader, self._batch_size, self._scoring.index_key, cfg.total_steps,
             mix_seed(cfg.seed, 0x7265706C, self._rank), self._handle.device)
+        #: None (pools of wrapped batches) or the two-resolution source (docs/two_resolution.md)
+        self._pool_source = build_pool_source(cfg, loader, self._handle)
         self._selection_step = SelectionStep(self._handle, self._scoring, self._chooser,
                                             self._replay, self.distributed, cfg.pool_factor)
         self._consumption = Consumption.of(cfg)
@@ -151,7 +158,7 @@ class SmartLoader:
         _adapter_hook(loader, self)  # capabilities check + schedule driving (adapters)
         for line in pool_factor_warnings(self._phases, cfg.pool_factor):
             logger.warning("%s", line)
-        warn_unreached(cfg, loader, self._phases, self._consumption)
+        warn_unreached(cfg, self._sized, self._phases, self._consumption)
 
     # -- public surface -------------------------------------------------------------------
     @property
@@ -203,7 +210,7 @@ class SmartLoader:
             raise ValueError("planned_shapes(): the batch size is not known yet (the wrapped "
                              "loader has no batch_size and no batch was drawn); pass "
                              "batch_size=N")
-        per_epoch, last = epoch_layout(self.loader, bs)
+        per_epoch, last = epoch_layout(self._sized, bs)
         shape = self._input_shape
         return planned_shapes(self.config, bs, image_size=None if shape is None or len(shape) < 3
                               else tuple(shape[-2:]), batches_per_epoch=per_epoch,
@@ -242,6 +249,8 @@ class SmartLoader:
                            "beginning", epoch, cur.resume["epoch"], epoch)
             cur.resume = None
             cur.loader_state = None  # the wrapped loader starts that epoch afresh too
+            if self._pool_source is not None:
+                self._pool_source.loaded = None
         if cur.mid_epoch and epoch != cur.epoch:
             # The consumer left epoch cur.epoch unfinished: it stopped after len() batches
             # without asking for the end (PyTorch Lightning does), or broke out of the loop.
@@ -256,7 +265,7 @@ class SmartLoader:
     def __len__(self) -> int:
         """Batches one full pass over the current (or next) epoch yields, from its start."""
         try:
-            n = len(self.loader)  # type: ignore[arg-type]
+            n = len(self._sized)  # type: ignore[arg-type]
         except TypeError:
             raise TypeError(f"len() needs a wrapped loader with a length; "
                             f"{type(self.loader).__name__} has none") from None
@@ -361,7 +370,10 @@ class SmartLoader:
         else:
             inner = self.loader.state_dict() if is_stateful(self.loader) else None
         rank, size = world()
-        return {"version": STATE_VERSION, **cur.state_dict(),
+        extra = {}
+        if self._pool_source is not None:  # only then: other states keep their keys
+            extra["pool_source"] = self._pool_source.state_dict()
+        return {"version": STATE_VERSION, **cur.state_dict(), **extra,
                 "config": self.config.to_dict(),
                 "scoring": self._scoring.state_dict(), "selection": self._chooser.state_dict(),
                 "transform": self._transform.state_dict(), "replay": self._replay.state_dict(),
@@ -392,6 +404,8 @@ class SmartLoader:
         self._chooser.load_state_dict(state["selection"])
         self._transform.load_state_dict(state["transform"])
         self._replay.load_state_dict(state["replay"])
+        if self._pool_source is not None:
+            self._pool_source.load_state_dict(state["pool_source"])
         self._fallbacks_reported = int(self._chooser.fallbacks)
         self._schedules.begin_step(self._cursor.step)
 
@@ -403,7 +417,8 @@ class SmartLoader:
             if type(version) is not int or version != STATE_VERSION:
                 raise StateError(f"state.version: saved {version!r}, this smartloader reads "
                                  f"{STATE_VERSION}")
-        strict_keys(self, state, STATE_KEYS, "state")
+        strict_keys(self, state, STATE_KEYS if self._pool_source is None
+                    else STATE_KEYS | {"pool_source"}, "state")
         ours = self.config.to_dict()
         saved = state["config"]
         if not isinstance(saved, Mapping):
@@ -420,6 +435,8 @@ class SmartLoader:
         self._chooser.check_state(state["selection"], "state.selection")
         self._transform.check_state(state["transform"], "state.transform")
         self._replay.check_state(state["replay"], "state.replay")
+        if self._pool_source is not None:
+            self._pool_source.check_state(state["pool_source"], "state.pool_source")
 
     def _check_run(self, state: Mapping[str, Any]) -> None:
         """The process layout and the wrapped loader's state of a saved state."""

@@ -29,7 +29,15 @@ def plan_inputs(config) -> dict:
                              p.beta if p.selects else None) for p in config.resolve_phases())
     return {"total_steps": config.total_steps, "phases": phases,
             "schedules": schedules, "pool_factor": config.pool_factor,
-            "score_resolution": config.score_resolution, "scored_by": scored_by(config)}
+            "score_resolution": _scoring_size(config), "scored_by": scored_by(config)}
+
+
+def _scoring_size(config):
+    """The fixed scoring size: pool_source two_resolution scores its views at their size."""
+    src = config.pool_source
+    if src is not None and src["type"] == "two_resolution":
+        return src["size"]
+    return config.score_resolution
 
 
 def _describe(config) -> list[str]:
@@ -50,6 +58,11 @@ def _describe(config) -> list[str]:
         scoring = {"table": "a loss table (no forward of the model)",
                    "proxy": "a small co-trained proxy network (its cost is measured in "
                             "StepStats.scorer_train_time_s and score_time_s)"}[how]
+    src = config.pool_source
+    if src is not None and src["type"] == "two_resolution":
+        scoring = (f"low_res views at {src['size']} px (pool_source two_resolution: "
+                   f"{src['workers']} worker process(es) load the views and then only the "
+                   f"chosen samples at full resolution; each pool is scored one step ahead)")
     lines.append(f"scoring: {scoring}")
     return lines
 

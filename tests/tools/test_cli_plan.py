@@ -89,7 +89,7 @@ def test_validate_ok_and_relations(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines() == [
         "bogus: unknown key (allowed: seed, total_steps, total_epochs, pool_factor, "
         "score_resolution, "
-        "autocast, input_key, target_key, phases, selection_scope, resolution, score_scale, augment, lr, index_key, scorer, noisy_guard, batch_transform, replay)",
+        "autocast, input_key, target_key, phases, selection_scope, resolution, score_scale, augment, lr, index_key, scorer, noisy_guard, batch_transform, replay, pool_source)",
         "score_scale, score_resolution: give one, not both (score_scale 0.43 follows the "
         "training resolution, score_resolution 96 fixes it)"]
     cfg.write_text("score_scale: 0.43\nscore_resolution: 96\n")

@@ -1,0 +1,168 @@
+"""Yielded images/s on a JPEG folder: uniform pass-through, plain selection, two-resolution.
+
+Selection draws a pool of ``pool_factor`` (2) batches per trained batch. Wrapping a
+``DataLoader`` as it is, the workers decode and augment every pool sample at full size, so a
+selection phase yields about half the images/s of a uniform one when decoding is the
+bottleneck. With ``pool_source: {type: two_resolution}`` the pool is scored on views decoded
+at 1/2..1/8 scale (``JPEGFolder.low_res``: libjpeg's scaled decoding) and only the chosen
+samples are decoded at full size.
+
+Each mode yields ``--steps`` batches of ``--batch-size`` after ``--warmup`` batches, from a
+``DataLoader(JPEGFolder(root, transform), batch_size, shuffle=True, num_workers=W)``:
+
+* ``uniform``: one uniform phase (batches pass through);
+* ``plain_selection``: one selection phase over the wrapped loader, scored at ``--size`` px
+  (``score_resolution``: the 224-px batches are resized for the scoring forward);
+* ``two_resolution``: the same phase with ``pool_source: {type: two_resolution, size,
+  workers: W}``;
+
+each once with the loader alone (the scoring forward is part of selection) and once with a
+small model's SGD step per batch. The full-size transform is a random crop resized to
+``--full`` px, as a float tensor in [0, 1].
+
+    python benchmarks/make_jpeg_folder.py /tmp/jpeg_folder --images 6000
+    OMP_NUM_THREADS=1 python benchmarks/two_resolution.py /tmp/jpeg_folder
+
+Writes ``benchmarks/results/two_resolution.json`` after each mode.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import smartloader  # noqa: E402
+from smartloader.sources.jpeg_folder import JPEGFolder  # noqa: E402
+
+MODES = ("uniform", "plain_selection", "two_resolution")
+
+
+class RandomCrop:
+    """A random crop (40-100% of the area, aspect 3/4-4/3) resized to ``size`` px, as a
+    float ``[3, size, size]`` tensor in [0, 1]; draws from Python's ``random`` (seeded per
+    sample in SmartLoader's workers, per worker in a DataLoader's)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image):
+        from PIL import Image
+        w, h = image.size
+        area = w * h * random.uniform(0.4, 1.0)
+        ratio = random.uniform(3 / 4, 4 / 3)
+        cw = min(w, int(round((area * ratio) ** 0.5)))
+        ch = min(h, int(round((area / ratio) ** 0.5)))
+        x, y = random.randint(0, w - cw), random.randint(0, h - ch)
+        out = image.resize((self.size, self.size), Image.Resampling.BILINEAR,
+                           box=(x, y, x + cw, y + ch))
+        a = torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)
+        return a.float().div_(255)
+
+
+def small_cnn(classes: int) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 5, stride=4, padding=2), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, classes))
+
+
+def config(mode: str, args) -> dict:
+    if mode == "uniform":
+        return {"phases": [{"name": "uniform", "selection": "uniform"}]}
+    cfg = {"phases": [{"name": "select", "selection": "ranked", "beta": 1.0}],
+           "pool_factor": 2}
+    if mode == "plain_selection":
+        cfg["score_resolution"] = args.size
+    else:
+        cfg["pool_source"] = {"type": "two_resolution", "size": args.size,
+                              "workers": args.workers}
+    return cfg
+
+
+def measure(mode: str, with_model: bool, args) -> dict:
+    torch.manual_seed(0)
+    ds = JPEGFolder(args.root, transform=RandomCrop(args.full))
+    model = small_cnn(len(getattr(ds, "classes", range(10))))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    dl = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                    persistent_workers=True)
+    loader = smartloader.wrap(dl, model, config(mode, args))
+
+    def batches():
+        epoch = 0
+        while True:  # epochs one after another, as a training loop
+            loader.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    it = batches()
+    n = 0
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            t0 = time.perf_counter()
+        images, labels, _ = next(it)
+        if i >= args.warmup:
+            n += images.shape[0]
+        if with_model:
+            loss = F.cross_entropy(model(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    seconds = time.perf_counter() - t0
+    it.close()
+    del it, loader, dl
+    gc.collect()  # the DataLoader's iterator must not live on in the next mode's forks
+    return {"images_per_s": n / seconds, "images": n, "seconds": seconds}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", help="a JPEG folder (benchmarks/make_jpeg_folder.py)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=30, help="timed batches per mode")
+    ap.add_argument("--warmup", type=int, default=4, help="untimed batches first")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--size", type=int, default=64, help="scoring size (px)")
+    ap.add_argument("--full", type=int, default=224, help="training size (px)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "results", "two_resolution.json"))
+    args = ap.parse_args(argv)
+    images = sum(len(f) for _, _, f in os.walk(args.root))
+    result: dict = {"config": {
+        "images_in_folder": images, "batch_size": args.batch_size, "steps": args.steps,
+        "warmup": args.warmup, "workers": args.workers, "score_size": args.size,
+        "train_size": args.full, "pool_factor": 2, "torch": torch.__version__,
+        "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "machine": platform.processor() or platform.machine()}}
+    for with_model in (False, True):
+        for mode in MODES:
+            key = f"{mode}_ips" + ("_with_model" if with_model else "")
+            r = measure(mode, with_model, args)
+            result[key] = round(r["images_per_s"], 1)
+            print(f"{key:40s} {r['images_per_s']:8.1f} images/s ({r['images']} images, "
+                  f"{r['seconds']:.1f} s)", flush=True)
+            for suffix in ("", "_with_model"):
+                u = result.get(f"uniform_ips{suffix}")
+                for m in MODES[1:]:
+                    v = result.get(f"{m}_ips{suffix}")
+                    if u and v:
+                        result[f"{m}_vs_uniform{suffix}"] = round(v / u, 3)
+            os.makedirs(os.path.dirname(args.out), exist_ok=True)
+            with open(args.out, "w") as fh:
+                json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

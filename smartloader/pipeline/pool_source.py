@@ -1,0 +1,71 @@
+"""The ``pool_source:`` key: where a selection pool's samples come from.
+
+``null`` (the default) pools batches of the wrapped loader. ``{type: two_resolution}`` is
+:mod:`smartloader.pipeline.two_resolution`: for a ``DataLoader`` over a map-style dataset,
+SmartLoader draws the indices itself, scores low-resolution views from the dataset's
+``low_res(index, size)`` and loads only the chosen samples at full resolution. The keys are
+declared here, next to that code; :func:`pool_source_problems` checks what the path does not
+support yet, so a config asking for it fails at ``wrap()`` naming the key.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from smartloader.common.spec import Field, Section, Typed, valid
+
+__all__ = ["POOL_SOURCE", "pool_source_problems"]
+
+_LOADER = Section("loader", (), doc="batches of the wrapped loader (the default)")
+
+_TWO_RESOLUTION = Section("two_resolution", (
+    Field("size", "int", 64, minimum=8,
+          doc="side (px) of the low-resolution views the pool is scored at: the dataset's "
+              "low_res(index, size) returns them; score_resolution is not used"),
+    Field("workers", "int", 2, minimum=1,
+          doc="worker processes that load the views and the chosen full-resolution samples "
+              "(started at the first iter(), kept across epochs)"),
+    Field("lookahead", "int", 2, minimum=1,
+          doc="steps ahead whose samples are being loaded while the current step trains; "
+              "the next pool is always scored one step ahead"),
+    Field("timeout_s", "float", 120.0, minimum=0.0, min_exclusive=True,
+          doc="seconds to wait for one worker result before failing with an error"),
+), doc="SmartLoader draws the dataset indices; pools are scored on low_res views and only "
+       "the chosen samples are loaded at full resolution")
+
+#: The ``pool_source:`` section; ``type`` picks the source.
+POOL_SOURCE = Typed("pool_source", (("loader", _LOADER), ("two_resolution", _TWO_RESOLUTION)),
+                    doc="where pools come from: `loader` (batches of the wrapped loader) or "
+                        "`two_resolution` (low-resolution views from the dataset's low_res, "
+                        "full resolution for the chosen samples only; docs/two_resolution.md)",
+                    type_doc="`loader`: batches of the wrapped loader; `two_resolution`: "
+                             "pools scored on the dataset's low_res views, the chosen samples "
+                             "loaded at full resolution",
+                    required_message="is required (one of {choices})")
+
+#: scorers the two-resolution path is built and tested with
+_SCORERS = ("low_res_loss",)
+
+
+def pool_source_problems(v: Mapping[str, Any], problems: list[str]) -> None:
+    """What ``pool_source: {type: two_resolution}`` does not support, against the other
+    top-level keys of the read config ``v`` (keys already reported INVALID are skipped)."""
+    if not valid(v, "pool_source") or v["pool_source"] is None \
+            or v["pool_source"]["type"] != "two_resolution":
+        return
+    if valid(v, "replay") and v["replay"] is not None:
+        problems.append("pool_source.type: two_resolution does not support replay: yet (the "
+                        "memory stores wrapped batches, this path loads samples by index); "
+                        "remove replay: or the pool_source key")
+    if valid(v, "score_resolution") and isinstance(v["score_resolution"], int):
+        problems.append(f"score_resolution: {v['score_resolution']} with pool_source "
+                        f"two_resolution, which scores the low-resolution views as loaded; "
+                        f"set the scoring size as pool_source.size and leave "
+                        f"score_resolution at auto or null")
+    if valid(v, "score_scale") and v.get("score_scale") is not None:
+        problems.append("score_scale: not with pool_source two_resolution, which scores the "
+                        "low-resolution views as loaded; set the size as pool_source.size")
+    scorer = v.get("scorer")
+    if valid(v, "scorer") and scorer is not None and scorer["type"] not in _SCORERS:
+        problems.append(f"scorer.type: {scorer['type']} is not supported with pool_source "
+                        f"two_resolution yet (only {', '.join(_SCORERS)}); remove scorer: "
+                        f"or the pool_source key")

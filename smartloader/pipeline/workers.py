@@ -1,0 +1,173 @@
+"""A persistent pool of worker processes that load dataset samples by index.
+
+:class:`SampleWorkers` starts ``workers`` processes once, each holding the dataset (inherited
+by ``fork`` where the platform has it, else pickled to a ``spawn`` child), and serves
+*tickets*: ``submit(kind, indices, seeds)`` queues a list of indices and returns at once;
+``result(ticket)`` waits for that list's samples. ``kind`` is ``"full"``
+(``dataset[i]``: the dataset's own transforms) or ``"low"`` (``dataset.low_res(i, size)``).
+
+Why not a ``DataLoader``: a DataLoader reads its sampler ahead of what it yields, so feeding
+it indices that are chosen only after a scoring pass stalls it (or deadlocks it) waiting for
+indices that do not exist yet. Tickets are submitted exactly when their indices are known.
+
+Each sample is loaded after seeding ``torch`` and ``random`` in the worker with its own seed,
+so a random transform gives the same sample whichever worker loads it, and a resumed run
+loads what the uninterrupted one did. Tensors come back through shared memory
+(``torch.multiprocessing``'s reductions). Nothing waits forever: ``result`` fails after
+``timeout_s`` seconds, or as soon as a worker process has died, with an error that names
+the worker; an exception in ``__getitem__``/``low_res`` comes back with its traceback and
+the index. :meth:`close` (also run when the pool is garbage collected and at interpreter
+exit) stops the processes, terminating any that do not stop within a second.
+"""
+from __future__ import annotations
+
+import queue
+import random
+import time
+import traceback
+import weakref
+from typing import Any, Sequence
+
+import torch
+import torch.multiprocessing as tmp
+
+__all__ = ["SampleWorkers", "WorkerError"]
+
+
+class WorkerError(RuntimeError):
+    """A sample failed to load in a worker process, or a worker stopped."""
+
+
+def _context():
+    methods = tmp.get_all_start_methods()
+    return tmp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _loop(dataset: Any, size: int, tasks: Any, results: Any) -> None:
+    torch.set_num_threads(1)  # as a DataLoader worker: the processes share the cores
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        ticket, kind, indices, seeds = task
+        out, i = [], None
+        try:
+            for i, seed in zip(indices, seeds):
+                torch.manual_seed(seed)
+                random.seed(seed)
+                out.append(dataset.low_res(i, size) if kind == "low" else dataset[i])
+            results.put((ticket, out, None))
+        except Exception:
+            what = f"{type(dataset).__name__}.low_res({i}, {size})" if kind == "low" \
+                else f"{type(dataset).__name__}[{i}]"
+            results.put((ticket, None, f"{what} failed:\n{traceback.format_exc()}"))
+
+
+def _stop(procs: list, tasks: Any, results: Any) -> None:
+    """Stop the processes: a sentinel each, then terminate those still running."""
+    for _ in procs:
+        try:
+            tasks.put_nowait(None)
+        except Exception:  # a closed or broken queue: terminate below
+            break
+    deadline = time.monotonic() + 1.0
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(2.0)
+        if p.is_alive():
+            p.kill()
+            p.join(2.0)
+    for q in (tasks, results):
+        q.cancel_join_thread()  # unread results must not block the exit
+        q.close()
+
+
+class SampleWorkers:
+    """``workers`` processes loading samples of ``dataset`` (see the module docstring).
+
+    Args:
+        dataset: a map-style dataset; ``low_res(index, size)`` is called for ``"low"``.
+        workers: the number of processes.
+        size: the side passed to ``low_res``.
+        timeout_s: the longest :meth:`result` waits for one ticket.
+    """
+
+    def __init__(self, dataset: Any, workers: int, size: int, timeout_s: float) -> None:
+        ctx = _context()
+        self.timeout_s = timeout_s
+        self._tasks = ctx.Queue()
+        self._results = ctx.Queue()
+        self._procs = [ctx.Process(target=_loop, args=(dataset, size, self._tasks,
+                                                       self._results),
+                                   name=f"smartloader-worker-{w}", daemon=True)
+                       for w in range(workers)]
+        for p in self._procs:
+            p.start()
+        self._next = 0
+        self._done: dict[int, Any] = {}
+        self._open: set[int] = set()
+        self._finalizer = weakref.finalize(self, _stop, self._procs, self._tasks,
+                                           self._results)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for tests and monitoring)."""
+        return [p.pid for p in self._procs]
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def submit(self, kind: str, indices: Sequence[int], seeds: Sequence[int]) -> int:
+        """Queue the samples ``indices`` (loaded after seeding with ``seeds``); a ticket."""
+        if self.closed:
+            raise WorkerError("the worker processes are closed")
+        ticket, self._next = self._next, self._next + 1
+        self._open.add(ticket)
+        self._tasks.put((ticket, kind, list(indices), list(seeds)))
+        return ticket
+
+    def result(self, ticket: int) -> list:
+        """The samples of ``ticket``, in order; waits at most ``timeout_s`` seconds."""
+        if ticket not in self._open:
+            raise KeyError(f"ticket {ticket} was never submitted or was already read")
+        deadline = time.monotonic() + self.timeout_s
+        while ticket not in self._done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise WorkerError(
+                    f"pool_source.timeout_s: no result from the worker processes in "
+                    f"{self.timeout_s:g} s; a sample that takes that long to load needs a "
+                    f"larger timeout_s (or more workers); the workers were stopped")
+            try:
+                got, samples, error = self._results.get(timeout=min(left, 0.25))
+            except queue.Empty:
+                dead = [p for p in self._procs if not p.is_alive()]
+                if dead:
+                    self.close()
+                    raise WorkerError(
+                        f"worker process {dead[0].name} (pid {dead[0].pid}) exited "
+                        f"unexpectedly with code {dead[0].exitcode} (killed, or out of "
+                        f"memory); the workers were stopped") from None
+                continue
+            if error is not None:
+                self.close()
+                raise WorkerError(error)
+            if got in self._open:  # a result of a ticket dropped by discard() is let go
+                self._done[got] = samples
+        self._open.discard(ticket)
+        return self._done.pop(ticket)
+
+    def discard(self, tickets: Sequence[int]) -> None:
+        """Tickets whose results are no longer wanted (their results are dropped)."""
+        for t in tickets:
+            self._open.discard(t)
+            self._done.pop(t, None)
+
+    def close(self) -> None:
+        """Stop the worker processes (idempotent)."""
+        self._finalizer()

@@ -1,0 +1,341 @@
+"""pool_source: two_resolution: views scored in worker processes, chosen samples at full res.
+
+A tiny map-style dataset whose images are a function of the index: every fifth sample is
+*hard* (a negative image, which the mean-reading model below gives a high loss for label
+0). ``low_res(i, size)`` is the same image at ``size`` px, so scoring the views ranks exactly
+as scoring the full images would.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, IterableDataset, SubsetRandomSampler
+
+import smartloader
+from smartloader import ConfigError, StateError
+from smartloader.pipeline.workers import WorkerError
+from resume_harness import assert_resumes
+
+N, BS, FULL, SMALL = 60, 6, 32, 8
+SELECT = [{"name": "select", "selection": "ranked", "beta": 1.0}]
+UNIFORM = [{"name": "uniform", "selection": "uniform"}]
+
+
+def _image(i: int, size: int) -> torch.Tensor:
+    sign = -1.0 if i % 5 == 2 else 1.0
+    g = torch.Generator().manual_seed(i)
+    return sign * (0.5 + torch.rand(3, 1, 1, generator=g)) + 0.01 * torch.rand(
+        3, size, size, generator=g)
+
+
+class Planted(Dataset):
+    """``(image 3x32x32, label 0, index)``; every fifth sample is hard."""
+
+    def __init__(self, n: int = N):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return _image(i, FULL), 0, i
+
+    def low_res(self, i: int, size: int):
+        return _image(i, size), 0, i
+
+
+class Small(Planted):
+    """The views as the dataset itself: what the plain path scores the same pools on."""
+
+    def __getitem__(self, i: int):
+        return self.low_res(i, SMALL)
+
+
+class NoLowRes(Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        return _image(i, FULL), 0, i
+
+
+class Broken(Planted):
+    def __getitem__(self, i: int):
+        if i == 7:
+            raise ValueError("corrupt file")
+        return super().__getitem__(i)
+
+
+def mean_model(seed: int = 0) -> torch.nn.Module:
+    """Logits (4m, -4m) of the mean m: hard (negative) samples get a high loss for label 0."""
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                            torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        m[2].weight.copy_(torch.tensor([[4 / 3] * 3, [-4 / 3] * 3]))
+        m[2].bias.zero_()
+    return m
+
+
+def two_res(phases=SELECT, workers=1, **extra) -> dict:
+    return {"phases": phases, "seed": 3,
+            "pool_source": {"type": "two_resolution", "size": SMALL, "workers": workers,
+                            "timeout_s": 30.0, **extra}}
+
+
+def wrap(ds=None, cfg=None, model=None, shuffle=True, drop_last=False, **kw):
+    dl = DataLoader(Planted() if ds is None else ds, batch_size=BS, shuffle=shuffle,
+                    drop_last=drop_last)
+    return smartloader.wrap(dl, model or mean_model(), cfg or two_res(), **kw)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_selected_batches_are_the_chosen_samples_at_full_resolution():
+    ds = Planted(120)
+    sl = wrap(ds, two_res(workers=2))
+    batches = list(sl)
+    assert len(batches) == len(sl) == 120 // (2 * BS) and sl._pool_source.worker_pids
+    hard = 0
+    for images, labels, index in batches:
+        assert images.shape == (BS, 3, FULL, FULL) and index.shape == (BS,)
+        want = torch.stack([ds[i][0] for i in index.tolist()])
+        assert torch.equal(images, want)  # each sample is dataset[i], at full resolution
+        assert labels.tolist() == [0] * BS
+        hard += sum(i % 5 == 2 for i in index.tolist())
+    assert sl.stats.pool_size == 2 * BS and sl.stats.batch_size == BS
+    assert sl.stats.scored_by == "forward"
+    # a pool of 12 holds about 2.4 hard samples: selection yields them far above 20%
+    assert hard / (len(batches) * BS) > 0.3
+    assert len({i for b in batches for i in b[2].tolist()}) == len(batches) * BS
+
+
+def test_same_pools_choose_exactly_what_the_plain_path_chooses():
+    """The plain path, wrapping a DataLoader over the views in this path's index order,
+    draws the same pools and the same generator, so it chooses the same samples."""
+    cfg = two_res()
+    sl = wrap(Planted(120), cfg)
+    src = sl._pool_source
+    for epoch in range(3):
+        sl.set_epoch(epoch)
+        ours = [b[2].tolist() for b in sl]
+        order = src.indices(epoch).tolist()
+        plain = smartloader.wrap(DataLoader(Small(120), batch_size=BS, sampler=order),
+                                 mean_model(), {"phases": SELECT, "seed": 3,
+                                                "score_resolution": None})
+        plain.set_epoch(epoch)
+        theirs = [b[2].tolist() for b in plain]
+        assert ours == theirs
+
+
+def test_hard_sample_frequency_matches_the_plain_path():
+    """Over many shuffled pools (fixed seeds), the share of hard samples chosen agrees with
+    the plain path scoring its own shuffled pools at the same small size."""
+    n, epochs = 300, 6
+    sl = wrap(Planted(n), two_res())
+    plain = smartloader.wrap(DataLoader(Small(n), batch_size=BS, shuffle=True),
+                             mean_model(), {"phases": SELECT, "seed": 3,
+                                            "score_resolution": None})
+    torch.manual_seed(0)  # the plain DataLoader's shuffle draws from the global RNG
+    shares = []
+    for loader in (sl, plain):
+        chosen = []
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            chosen += [i for b in loader for i in b[2].tolist()]
+        shares.append(sum(i % 5 == 2 for i in chosen) / len(chosen))
+    drawn = epochs * n // 2
+    se = math.sqrt(2 * 0.3 * 0.7 / drawn)  # two independent shares near 0.3
+    assert abs(shares[0] - shares[1]) < 4 * se, shares
+    assert min(shares) > 0.2 + 5 * math.sqrt(0.2 * 0.8 / drawn)  # well above uniform's 0.2
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_uniform_phase_yields_every_sample_once(drop_last):
+    n = 50
+    sl = wrap(Planted(n), two_res(UNIFORM, workers=2), drop_last=drop_last)
+    for epoch in range(2):
+        sl.set_epoch(epoch)
+        batches = [b[2].tolist() for b in sl]
+        seen = [i for b in batches for i in b]
+        assert len(batches) == len(sl) == (n // BS if drop_last else -(-n // BS))
+        if drop_last:
+            assert len(seen) == len(set(seen)) == (n // BS) * BS
+        else:
+            assert sorted(seen) == list(range(n))
+        assert sl.stats.pool_size == len(batches[-1]) and sl.stats.phase == "uniform"
+    # shuffle=False: in order
+    sl = wrap(Planted(n), two_res(UNIFORM), shuffle=False)
+    assert [i for b in sl for i in b[2].tolist()] == list(range(n))
+
+
+def test_len_matches_the_batches_of_every_epoch_across_phases():
+    phases = [{"name": "warmup", "steps": 3, "selection": "uniform"},
+              {"name": "select", "steps": 6, "selection": "ranked", "beta": 1.0},
+              {"name": "cooldown", "selection": "uniform"}]
+    sl = wrap(Planted(), two_res(phases), total_epochs=3)
+    names = []
+    for epoch in range(3):
+        sl.set_epoch(epoch)
+        expected = len(sl)
+        got = 0
+        for _ in sl:
+            got += 1
+            names.append(sl.stats.phase)
+        assert got == expected
+    assert sl.step == sl.config.total_steps
+    assert names[:3] == ["warmup"] * 3 and names[3:9] == ["select"] * 6
+    assert names[-1] == "cooldown"
+
+
+def _train_step(run, i, batch):
+    sl, model, opt = run
+    images, labels, _ = batch
+    loss = F.cross_entropy(model(images), labels)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+@pytest.mark.parametrize("split", [1, 4, 7])
+def test_exact_resume_mid_epoch_with_training(split):
+    """The model trains between steps, so the next pool's stale scores matter: the state
+    must hold the choice already made for the step after the one it was taken at."""
+    phases = [{"name": "warmup", "steps": 2, "selection": "uniform"},
+              {"name": "select", "selection": "ranked", "beta": 1.0}]
+
+    def build():
+        model = mean_model()
+        sl = wrap(Planted(), two_res(phases, workers=2), model=model)
+        return sl, model, torch.optim.SGD(model.parameters(), lr=0.5)
+
+    r = assert_resumes(build, steps=9, split=split, step_fn=_train_step)
+    pending = r.state["pool_source"]["pending"]
+    # after step split - 1, step split was already chosen when it selects (steps >= 2)
+    assert (pending is None) == (split < 2)
+    if pending is not None:
+        assert pending["step"] == split and pending["indices"].numel() == BS
+    assert len(r.full) == 9
+
+
+def test_state_is_checked_strictly():
+    sl = wrap()
+    it = iter(sl)
+    next(it)
+    state = sl.state_dict()
+    it.close()
+    other = wrap()
+    bad = {**state, "pool_source": {"pending": {**state["pool_source"]["pending"],
+                                                "indices": torch.tensor([0.5])}}}
+    with pytest.raises(StateError, match="state.pool_source.pending.indices"):
+        other.load_state_dict(bad)
+    with pytest.raises(StateError, match="pool_source"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "pool_source"})
+    other.load_state_dict(state)
+    assert [b[2].tolist() for b in other] == [b[2].tolist() for b in _rest(state)]
+
+
+def _rest(state):
+    sl = wrap()
+    sl.load_state_dict(state)
+    return list(sl)
+
+
+def test_break_stops_the_worker_processes():
+    sl = wrap(cfg=two_res(workers=2))
+    it = iter(sl)
+    for _ in range(3):
+        next(it)
+    pids = sl._pool_source.worker_pids
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    for _ in sl:  # a new iterator supersedes; breaking out of it stops the workers
+        break
+    del it
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+    assert sl._pool_source.worker_pids == []
+    assert len(list(sl)) == len(sl)  # the next iter() starts new workers
+
+
+def test_dropping_the_loader_stops_the_workers():
+    sl = wrap(cfg=two_res(UNIFORM, workers=2))
+    assert len(list(sl)) == len(sl)  # a finished epoch keeps the workers for the next
+    pids = sl._pool_source.worker_pids
+    assert pids and all(_alive(p) for p in pids)
+    del sl
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
+def test_a_failing_sample_names_its_index():
+    sl = wrap(Broken(), two_res(UNIFORM), shuffle=False)
+    with pytest.raises(WorkerError, match=r"(?s)Broken\[7\] failed.*corrupt file"):
+        list(sl)
+    assert sl._pool_source.worker_pids == []
+
+
+def test_refused_datasets_and_loaders():
+    with pytest.raises(TypeError, match=r"no low_res\(index, size\).*pool_source"):
+        wrap(NoLowRes())
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from range(4)
+    with pytest.raises(TypeError, match="IterableDataset"):
+        smartloader.wrap(DataLoader(Stream(), batch_size=2), mean_model(), two_res())
+    with pytest.raises(ValueError, match="sampler set explicitly"):
+        smartloader.wrap(DataLoader(Planted(), batch_size=BS,
+                                    sampler=SubsetRandomSampler(range(10))),
+                         mean_model(), two_res())
+    with pytest.raises(ValueError, match="batch_sampler"):
+        smartloader.wrap(DataLoader(Planted(), batch_sampler=[[0, 1], [2, 3]]),
+                         mean_model(), two_res())
+    with pytest.raises(TypeError, match="needs a torch.utils.data.DataLoader"):
+        smartloader.wrap([(torch.zeros(2, 3, 4, 4), torch.zeros(2))], mean_model(), two_res())
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"pool_source": {"type": "two_resolution", "size": 4}}, "pool_source.size: must be >= 8"),
+    ({"pool_source": {"type": "two_resolution", "worker": 2}},
+     "pool_source.worker: unknown key.*did you mean 'workers'"),
+    ({"pool_source": {"type": "two_res"}}, "pool_source.type: must be one of"),
+    ({"pool_source": {"type": "two_resolution"}, "replay": {"capacity": 8}},
+     "pool_source.type: two_resolution does not support replay"),
+    ({"pool_source": {"type": "two_resolution"}, "score_resolution": 16},
+     "score_resolution: 16 with pool_source two_resolution"),
+    ({"pool_source": {"type": "two_resolution"}, "scorer": {"type": "proxy"}},
+     "scorer.type: proxy is not supported with pool_source two_resolution"),
+])
+def test_bad_config_names_the_key(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        smartloader.load_config(cfg)
+
+
+def test_config_round_trips_and_the_default_is_the_wrapped_loader():
+    cfg = smartloader.load_config(two_res())
+    assert cfg.pool_source["workers"] == 1 and cfg.pool_source["lookahead"] == 2
+    assert smartloader.load_config(cfg.to_dict()) == cfg
+    assert smartloader.load_config({}).pool_source is None
+    assert "pool_source" not in smartloader.load_config({}).to_dict()
+    sl = smartloader.wrap(DataLoader(Planted(), batch_size=BS), mean_model(),
+                          {"pool_source": {"type": "loader"}, "phases": SELECT})
+    assert sl._pool_source is None and len(list(sl)) == len(sl)

@@ -153,7 +153,8 @@ class TwoResolutionSource:
     @property
     def pool(self) -> SampleWorkers:
         if self._pool is None or self._pool.closed:
-            self._pool = SampleWorkers(self.dataset, self.workers, self.size, self.timeout_s)
+            self._pool = SampleWorkers(self.dataset, self.workers, self.size, self.timeout_s,
+                                       self.collate)
         return self._pool
 
     @property
@@ -166,23 +167,23 @@ class TwoResolutionSource:
         if self._pool is not None:
             self._pool.close()
 
-    def submit(self, kind: str, indices: torch.Tensor, epoch: int, step: int) -> list[int]:
-        """Queue ``indices`` in about equal chunks, one per worker; the tickets."""
+    def submit(self, kind: str, indices: torch.Tensor, epoch: int,
+               step: int) -> list[tuple[int, int]]:
+        """Queue ``indices`` in about equal chunks, one per worker, so every worker loads
+        (and collates) a part of the batch; the tickets and their sizes, in order."""
         ids = indices.tolist()
         tag = _LOW if kind == "low" else _FULL
         seeds = [mix_seed(self.seed, tag, epoch, self.rank, step, j, i)
                  for j, i in enumerate(ids)]
         per = -(-len(ids) // self.workers)
         pool = self.pool
-        return [pool.submit(kind, ids[a:a + per], seeds[a:a + per])
+        return [(pool.submit(kind, ids[a:a + per], seeds[a:a + per]), len(ids[a:a + per]))
                 for a in range(0, len(ids), per)]
 
-    def collect(self, tickets: list[int]) -> Any:
-        """The collated batch of the samples of ``tickets``."""
-        samples: list = []
-        for t in tickets:
-            samples.extend(self.pool.result(t))
-        return self.collate(samples)
+    def collect(self, tickets: list[tuple[int, int]]) -> Any:
+        """The batch of the samples of ``tickets``: their collated chunks, concatenated."""
+        parts = [self.pool.result(t) for t, _ in tickets]
+        return parts[0] if len(parts) == 1 else B.concat_batches(parts, [n for _, n in tickets])
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -269,8 +270,8 @@ class _Job:
     take: int           # wrapped batches it consumes
     indices: torch.Tensor
     selects: bool
-    low: list[int] | None = None
-    full: list[int] | None = None
+    low: list[tuple[int, int]] | None = None   # (ticket, samples) of each chunk
+    full: list[tuple[int, int]] | None = None
     chosen: Selected | None = None     # numbers of the choice (batch filled in later)
     generator: torch.Tensor | None = None  # selection generator after the choice
     prepared: bool = False  # chosen, or (a short pool) the ranks' skip() done

@@ -48,6 +48,7 @@ from smartloader.config.steps import epoch_steps
 from smartloader.pipeline.distributed import world
 from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.step import Selected, host_reads_cheap
+from smartloader.pipeline.view_cache import ViewCache
 from smartloader.pipeline.workers import SampleWorkers
 from smartloader.scoring.model import ModelHandle
 
@@ -106,7 +107,7 @@ class TwoResolutionSource:
 
     Args:
         spec: the parsed ``pool_source`` section (``size``, ``workers``, ``lookahead``,
-            ``timeout_s``).
+            ``timeout_s``, ``cache``, ``cache_max_gb``).
         loader: the wrapped ``torch.utils.data.DataLoader``.
         seed: the config's seed (the index stream's and the workers' seeds derive from it).
         handle: the loader's model handle; its model and loss score the views.
@@ -134,6 +135,9 @@ class TwoResolutionSource:
         self.loaded: dict | None = None
         self.view = _view(loader)
         self.per_rank = len(self.view.sampler)
+        #: the loaded views (``cache: true``), kept across epochs; not part of the state
+        self.cache = ViewCache(len(self.dataset), spec["cache_max_gb"]) if spec["cache"] \
+            else None
 
     # -- the index stream -----------------------------------------------------------------
     def indices(self, epoch: int) -> torch.Tensor:
@@ -179,6 +183,19 @@ class TwoResolutionSource:
         pool = self.pool
         return [(pool.submit(kind, ids[a:a + per], seeds[a:a + per]), len(ids[a:a + per]))
                 for a in range(0, len(ids), per)]
+
+    def submit_views(self, job: "_Job", epoch: int) -> None:
+        """Queue the views of ``job``'s pool (with the cache: those not cached yet)."""
+        job.need = job.indices if self.cache is None else self.cache.missing(job.indices)
+        job.low = self.submit("low", job.need, epoch, job.step) if job.need.numel() else []
+
+    def views(self, job: "_Job") -> Any:
+        """The collated views of ``job``'s pool, in its order."""
+        if self.cache is None:
+            return self.collect(job.low)
+        if job.low:
+            self.cache.store(job.need, self.collect(job.low))
+        return self.cache.take(job.indices)
 
     def collect(self, tickets: list[tuple[int, int]]) -> Any:
         """The batch of the samples of ``tickets``: their collated chunks, concatenated."""
@@ -271,6 +288,7 @@ class _Job:
     indices: torch.Tensor
     selects: bool
     low: list[tuple[int, int]] | None = None   # (ticket, samples) of each chunk
+    need: torch.Tensor | None = None           # the indices whose views ``low`` loads
     full: list[tuple[int, int]] | None = None
     chosen: Selected | None = None     # numbers of the choice (batch filled in later)
     generator: torch.Tensor | None = None  # selection generator after the choice
@@ -321,7 +339,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 _restore(job, loaded)  # chosen before the state was taken
                 work.set_state(job.generator)
             elif job.selects:
-                job.low = src.submit("low", idx, epoch, step)
+                src.submit_views(job, epoch)
             if not job.selects or job.chosen is not None:
                 job.full = src.submit("full", job.indices, epoch, step)
             jobs.append(job)
@@ -340,7 +358,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 sl.distributed.skip()  # as SelectionStep does for a short pool
             return
         t0 = time.perf_counter()
-        small = _views(sl, src, src.collect(job.low))
+        small = _views(sl, src, src.views(job))
         t1 = time.perf_counter()
         keys, k = sl._keys, bs
         scores, losses, by = sl._scoring.score(small, keys, job.step, src.handle)

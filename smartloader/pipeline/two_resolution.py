@@ -49,7 +49,7 @@ from smartloader.pipeline.distributed import world
 from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.step import Selected, host_reads_cheap
 from smartloader.pipeline.view_cache import ViewCache
-from smartloader.pipeline.workers import SampleWorkers
+from smartloader.pipeline.workers import BY_VALUE, WRITTEN, SampleWorkers
 from smartloader.scoring.model import ModelHandle
 
 __all__ = ["TwoResolutionSource", "build_pool_source", "run_epoch", "EpochView", "epoch_view"]
@@ -138,6 +138,8 @@ class TwoResolutionSource:
         #: the loaded views (``cache: true``), kept across epochs; not part of the state
         self.cache = ViewCache(len(self.dataset), spec["cache_max_gb"]) if spec["cache"] \
             else None
+        #: the last full batch's per-sample tensor fields (shape, dtype), or None
+        self._layout: Any = None
 
     # -- the index stream -----------------------------------------------------------------
     def indices(self, epoch: int) -> torch.Tensor:
@@ -181,8 +183,36 @@ class TwoResolutionSource:
                  for j, i in enumerate(ids)]
         per = -(-len(ids) // self.workers)
         pool = self.pool
-        return [(pool.submit(kind, ids[a:a + per], seeds[a:a + per]), len(ids[a:a + per]))
-                for a in range(0, len(ids), per)]
+        out = self._buffer(len(ids)) if kind == "full" and len(ids) > per else None
+        return [(pool.submit(kind, ids[a:a + per], seeds[a:a + per], out, a),
+                 len(ids[a:a + per]), a, out) for a in range(0, len(ids), per)]
+
+    def _buffer(self, n: int) -> Any:
+        """Shared-memory tensors shaped as the last full batch's per-sample tensor fields,
+        for ``n`` samples: the workers write their chunks into them, so the main process
+        does not copy the chunks together (a field that does not fit comes back as usual)."""
+        if self._layout is None:
+            return None
+
+        def leaf(items: list) -> Any:
+            if items[0] is None:
+                return None
+            shape, dtype = items[0].shape, items[0].dtype
+            st = torch.UntypedStorage._new_shared(n * math.prod(shape) * dtype.itemsize)
+            return torch.empty(0, dtype=dtype).set_(st, 0, (n,) + shape)
+
+        return B._map([self._layout], leaf)
+
+    def _learn_layout(self, batch: Any, n: int) -> None:
+        def leaf(items: list) -> Any:
+            x = items[0]
+            # small fields (labels, indices) come by value: a segment would cost more
+            ok = isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == n \
+                and x.device.type == "cpu" and x.layout == torch.strided \
+                and x.nbytes >= BY_VALUE
+            return _Field(tuple(x.shape[1:]), x.dtype) if ok else None
+
+        self._layout = B._map([batch], leaf)
 
     def submit_views(self, job: "_Job", epoch: int) -> None:
         """Queue the views of ``job``'s pool (with the cache: those not cached yet)."""
@@ -197,10 +227,29 @@ class TwoResolutionSource:
             self.cache.store(job.need, self.collect(job.low))
         return self.cache.take(job.indices)
 
-    def collect(self, tickets: list[tuple[int, int]]) -> Any:
-        """The batch of the samples of ``tickets``: their collated chunks, concatenated."""
-        parts = [self.pool.result(t) for t, _ in tickets]
-        return parts[0] if len(parts) == 1 else B.concat_batches(parts, [n for _, n in tickets])
+    def collect(self, tickets: list[tuple[int, int, int, Any]]) -> Any:
+        """The batch of the samples of ``tickets``: their collated chunks in order (fields
+        the workers wrote into the shared buffer are taken from it, whole)."""
+        parts = [self.pool.result(t[0]) for t in tickets]
+        out, sizes = tickets[0][3], [t[1] for t in tickets]
+        if out is None:
+            return parts[0] if len(parts) == 1 else B.concat_batches(parts, sizes)
+
+        def leaf(items: list) -> Any:
+            buf, got = items[0], items[1:]
+            if all(g is WRITTEN for g in got):
+                return buf
+            pieces = [buf[a:a + n] if g is WRITTEN else g
+                      for g, (_, n, a, _) in zip(got, tickets)]
+            return B.concat_batches(pieces, sizes)
+
+        return _zip_map(out, parts, sizes, leaf)
+
+    def full(self, tickets: list[tuple[int, int, int, Any]]) -> Any:
+        """The full-resolution batch of ``tickets`` (its layout shapes the next buffers)."""
+        batch = self.collect(tickets)
+        self._learn_layout(batch, sum(t[1] for t in tickets))
+        return batch
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -278,6 +327,14 @@ def _check_loader(loader: Any) -> tuple[Any, bool]:
                      f"does): pass the plain dataset with shuffle=True or False")
 
 
+@dataclass(frozen=True)
+class _Field:
+    """A per-sample tensor field of a full batch: one sample's shape, and the dtype."""
+
+    shape: tuple
+    dtype: torch.dtype
+
+
 @dataclass
 class _Job:
     """One planned step: its indices, and where its samples are in loading."""
@@ -287,9 +344,9 @@ class _Job:
     take: int           # wrapped batches it consumes
     indices: torch.Tensor
     selects: bool
-    low: list[tuple[int, int]] | None = None   # (ticket, samples) of each chunk
+    low: list[tuple] | None = None   # (ticket, samples, offset, buffer) of each chunk
     need: torch.Tensor | None = None           # the indices whose views ``low`` loads
-    full: list[tuple[int, int]] | None = None
+    full: list[tuple] | None = None
     chosen: Selected | None = None     # numbers of the choice (batch filled in later)
     generator: torch.Tensor | None = None  # selection generator after the choice
     prepared: bool = False  # chosen, or (a short pool) the ranks' skip() done
@@ -383,7 +440,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             if len(jobs) > 1:
                 prepare(jobs[1])  # one step ahead: scored before this step trains
             t0 = time.perf_counter()
-            batch = src.collect(job.full)
+            batch = src.full(job.full)
             wait = time.perf_counter() - t0
             if sl._keys is None:
                 sl._inspect_first(batch)
@@ -421,6 +478,24 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             cur.active = False
         if not done:  # a break, an exception or a dropped iterator: stop the workers
             src.close()
+
+
+def _zip_map(out: Any, parts: list, sizes: list[int], leaf: Any) -> Any:
+    """Walk the buffer structure ``out`` and the chunks ``parts`` together, calling
+    ``leaf([buffer field, chunk fields...])`` where ``out`` has a tensor; other fields are
+    concatenated as :func:`~smartloader.common.batch.concat_batches` does."""
+    first = parts[0]
+    if isinstance(first, Mapping) and isinstance(out, Mapping) and list(out) == list(first):
+        d = {k: _zip_map(out[k], [p[k] for p in parts], sizes, leaf) for k in first}
+        return d if type(first) is dict else type(first)(d)
+    if isinstance(first, (list, tuple)) and not B.is_plain_list(first) \
+            and isinstance(out, (list, tuple)) and len(out) == len(first):
+        items = [_zip_map(out[i], [p[i] for p in parts], sizes, leaf)
+                 for i in range(len(first))]
+        return type(first)(*items) if hasattr(first, "_fields") else type(first)(items)
+    if isinstance(out, torch.Tensor):
+        return leaf([out] + list(parts))
+    return B.concat_batches(parts, sizes)
 
 
 def _restore(job: _Job, rec: Mapping[str, Any]) -> None:

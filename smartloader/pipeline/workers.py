@@ -48,7 +48,7 @@ def _context():
 
 
 #: tensors below this many bytes are sent by value, not through a shared-memory segment
-_BY_VALUE = 1 << 16
+BY_VALUE = 1 << 16
 
 
 def _rebuild(data: bytes, dtype: torch.dtype, shape: tuple) -> torch.Tensor:
@@ -70,7 +70,7 @@ class _Small:
 def _pack(x: Any) -> Any:
     """``x`` with its small CPU tensors wrapped to travel by value."""
     if isinstance(x, torch.Tensor):
-        small = x.device.type == "cpu" and x.nbytes < _BY_VALUE and not x.is_sparse \
+        small = x.device.type == "cpu" and x.nbytes < BY_VALUE and not x.is_sparse \
             and x.layout == torch.strided
         return _Small(x) if small else x
     if isinstance(x, dict) and type(x) is dict:
@@ -80,28 +80,61 @@ def _pack(x: Any) -> Any:
     return x  # namedtuples, custom types: as they are
 
 
+class _Written:
+    """Marks a field the worker wrote into the caller's shared buffer (``WRITTEN``)."""
+
+    def __reduce__(self):
+        return "WRITTEN"  # unpickles as this module's singleton
+
+    def __repr__(self) -> str:
+        return "WRITTEN"
+
+
+#: a field of a result that is in the ``out`` buffer of its ticket
+WRITTEN = _Written()
+
+
+def _write(out: Any, batch: Any, at: int) -> Any:
+    """``batch`` with each tensor field that fits ``out`` (same per-sample shape and dtype)
+    copied into ``out[at:at + n]`` and replaced by ``WRITTEN``; other fields as they are."""
+    if out is None:
+        return batch
+    if isinstance(out, torch.Tensor):
+        if isinstance(batch, torch.Tensor) and batch.dim() >= 1 and \
+                batch.shape[1:] == out.shape[1:] and batch.dtype == out.dtype and \
+                at + batch.shape[0] <= out.shape[0]:
+            out[at:at + batch.shape[0]].copy_(batch)
+            return WRITTEN
+        return batch
+    if isinstance(out, dict) and type(batch) is dict and list(out) == list(batch):
+        return {k: _write(out[k], batch[k], at) for k in batch}
+    if type(out) in (list, tuple) and type(batch) is type(out) and len(out) == len(batch):
+        return type(batch)(_write(o, b, at) for o, b in zip(out, batch))
+    return batch
+
+
 def _loop(dataset: Any, size: int, collate: Any, tasks: Any, results: Any) -> None:
     torch.set_num_threads(1)  # as a DataLoader worker: the processes share the cores
     while True:
         task = tasks.get()
         if task is None:
             return
-        ticket, kind, indices, seeds = task
-        out, i = [], None
+        ticket, kind, indices, seeds, out, at = task
+        samples, i = [], None
         try:
             for i, seed in zip(indices, seeds):
                 torch.manual_seed(seed)
                 random.seed(seed)
-                out.append(dataset.low_res(i, size) if kind == "low" else dataset[i])
+                samples.append(dataset.low_res(i, size) if kind == "low" else dataset[i])
         except Exception:
             what = f"{type(dataset).__name__}.low_res({i}, {size})" if kind == "low" \
                 else f"{type(dataset).__name__}[{i}]"
             results.put((ticket, None, f"{what} failed:\n{traceback.format_exc()}"))
             continue
         try:
-            results.put((ticket, _pack(collate(out)), None))
+            results.put((ticket, _pack(_write(out, collate(samples), at)), None))
         except Exception:
-            results.put((ticket, None, f"collate_fn of {len(out)} samples ({kind}, indices "
+            results.put((ticket, None, f"collate_fn of {len(samples)} samples ({kind}, indices "
                                        f"{indices[0]}..{indices[-1]}) failed:\n"
                                        f"{traceback.format_exc()}"))
 
@@ -166,13 +199,18 @@ class SampleWorkers:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def submit(self, kind: str, indices: Sequence[int], seeds: Sequence[int]) -> int:
-        """Queue the samples ``indices`` (loaded after seeding with ``seeds``); a ticket."""
+    def submit(self, kind: str, indices: Sequence[int], seeds: Sequence[int],
+               out: Any = None, at: int = 0) -> int:
+        """Queue the samples ``indices`` (loaded after seeding with ``seeds``); a ticket.
+
+        ``out``: a batch structure of shared-memory tensors (or None): each collated tensor
+        field that fits is written into ``out[at:at + len(indices)]`` by the worker and
+        comes back as ``WRITTEN``, so the caller need not copy the chunks together."""
         if self.closed:
             raise WorkerError("the worker processes are closed")
         ticket, self._next = self._next, self._next + 1
         self._open.add(ticket)
-        self._tasks.put((ticket, kind, list(indices), list(seeds)))
+        self._tasks.put((ticket, kind, list(indices), list(seeds), out, at))
         return ticket
 
     def result(self, ticket: int) -> Any:

@@ -204,15 +204,19 @@ class TwoResolutionSource:
         return B._map([self._layout], leaf)
 
     def _learn_layout(self, batch: Any, n: int) -> None:
+        found = []
+
         def leaf(items: list) -> Any:
             x = items[0]
             # small fields (labels, indices) come by value: a segment would cost more
             ok = isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == n \
                 and x.device.type == "cpu" and x.layout == torch.strided \
                 and x.nbytes >= BY_VALUE
+            found.append(ok)
             return _Field(tuple(x.shape[1:]), x.dtype) if ok else None
 
-        self._layout = B._map([batch], leaf)
+        layout = B._map([batch], leaf)
+        self._layout = layout if any(found) else None  # nothing worth a buffer
 
     def submit_views(self, job: "_Job", epoch: int) -> None:
         """Queue the views of ``job``'s pool (with the cache: those not cached yet)."""

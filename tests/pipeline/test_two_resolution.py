@@ -169,11 +169,30 @@ def test_chunked_loading_keeps_order_and_is_deterministic():
     three = _epochs(wrap(Jitter(), two_res(workers=3)))
     _same(one, three)
     _same(three, _epochs(wrap(Jitter(), two_res(workers=3))))
+    # after the first batch the workers write into a shared buffer shaped as the last one
+    assert not three[0][0].is_shared() and all(b[0].is_shared() for b in three[1:])
     for images, _, index in three:  # each sample is dataset[i] up to its own noise
         want = torch.stack([Planted()[i][0] for i in index.tolist()])
         noise = (images - want).flatten(1)
         assert torch.allclose(noise, noise[:, :1].expand_as(noise), atol=1e-6)
         assert len(set(noise[:, 0].tolist())) == len(index)
+
+
+class Alternating(Planted):
+    """Batches of ``shuffle=False`` alternate between 32 and 40 px: the shared buffer the
+    workers write into is shaped as the last batch, so every other batch does not fit."""
+
+    def __getitem__(self, i: int):
+        return _image(i, FULL if (i // BS) % 2 == 0 else FULL + 8), 0, i
+
+
+def test_batches_that_do_not_fit_the_shared_buffer_come_back_whole():
+    ds = Alternating(48)
+    batches = list(wrap(ds, two_res(UNIFORM, workers=2), shuffle=False))
+    assert [b[0].shape[-1] for b in batches] == [FULL, FULL + 8] * 4
+    for images, _, index in batches:  # kept batches: no buffer is reused
+        assert torch.equal(images, torch.stack([ds[i][0] for i in index.tolist()]))
+    assert [i for b in batches for i in b[2].tolist()] == list(range(48))
 
 
 def test_cache_chooses_what_the_uncached_path_does_and_then_loads_only_chosen_samples():

@@ -19,6 +19,12 @@ indices itself:
 
 Uniform steps load their batch's samples once, at full resolution, from the same stream.
 
+Every load is split into one chunk per worker; the workers collate their chunks and write a
+full batch's large fields into a shared-memory buffer
+(:mod:`~smartloader.pipeline.batch_buffer`). With ``cache: true`` the loaded views are
+kept (:class:`~smartloader.pipeline.view_cache.ViewCache`) and only views not cached yet are
+loaded: from the second epoch on a selection step loads only its chosen samples.
+
 Pipelining: the views of the next ``lookahead`` steps load while the current step trains, and
 the pool of step ``t + 1`` is scored and its chosen samples queued *before* step ``t`` is
 yielded. Its scores are therefore one step stale: they come from the model before step ``t``
@@ -49,7 +55,8 @@ from smartloader.pipeline.distributed import world
 from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.step import Selected, host_reads_cheap
 from smartloader.pipeline.view_cache import ViewCache
-from smartloader.pipeline.workers import BY_VALUE, WRITTEN, SampleWorkers
+from smartloader.pipeline.batch_buffer import assemble, buffer_for, layout_of
+from smartloader.pipeline.workers import SampleWorkers
 from smartloader.scoring.model import ModelHandle
 
 __all__ = ["TwoResolutionSource", "build_pool_source", "run_epoch", "EpochView", "epoch_view"]
@@ -183,40 +190,10 @@ class TwoResolutionSource:
                  for j, i in enumerate(ids)]
         per = -(-len(ids) // self.workers)
         pool = self.pool
-        out = self._buffer(len(ids)) if kind == "full" and len(ids) > per else None
+        out = buffer_for(self._layout, len(ids)) if kind == "full" and len(ids) > per \
+            else None
         return [(pool.submit(kind, ids[a:a + per], seeds[a:a + per], out, a),
                  len(ids[a:a + per]), a, out) for a in range(0, len(ids), per)]
-
-    def _buffer(self, n: int) -> Any:
-        """Shared-memory tensors shaped as the last full batch's per-sample tensor fields,
-        for ``n`` samples: the workers write their chunks into them, so the main process
-        does not copy the chunks together (a field that does not fit comes back as usual)."""
-        if self._layout is None:
-            return None
-
-        def leaf(items: list) -> Any:
-            if items[0] is None:
-                return None
-            shape, dtype = items[0].shape, items[0].dtype
-            st = torch.UntypedStorage._new_shared(n * math.prod(shape) * dtype.itemsize)
-            return torch.empty(0, dtype=dtype).set_(st, 0, (n,) + shape)
-
-        return B._map([self._layout], leaf)
-
-    def _learn_layout(self, batch: Any, n: int) -> None:
-        found = []
-
-        def leaf(items: list) -> Any:
-            x = items[0]
-            # small fields (labels, indices) come by value: a segment would cost more
-            ok = isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == n \
-                and x.device.type == "cpu" and x.layout == torch.strided \
-                and x.nbytes >= BY_VALUE
-            found.append(ok)
-            return _Field(tuple(x.shape[1:]), x.dtype) if ok else None
-
-        layout = B._map([batch], leaf)
-        self._layout = layout if any(found) else None  # nothing worth a buffer
 
     def submit_views(self, job: "_Job", epoch: int) -> None:
         """Queue the views of ``job``'s pool (with the cache: those not cached yet)."""
@@ -235,24 +212,12 @@ class TwoResolutionSource:
         """The batch of the samples of ``tickets``: their collated chunks in order (fields
         the workers wrote into the shared buffer are taken from it, whole)."""
         parts = [self.pool.result(t[0]) for t in tickets]
-        out, sizes = tickets[0][3], [t[1] for t in tickets]
-        if out is None:
-            return parts[0] if len(parts) == 1 else B.concat_batches(parts, sizes)
-
-        def leaf(items: list) -> Any:
-            buf, got = items[0], items[1:]
-            if all(g is WRITTEN for g in got):
-                return buf
-            pieces = [buf[a:a + n] if g is WRITTEN else g
-                      for g, (_, n, a, _) in zip(got, tickets)]
-            return B.concat_batches(pieces, sizes)
-
-        return _zip_map(out, parts, sizes, leaf)
+        return assemble(tickets[0][3], parts, [(a, n) for _, n, a, _ in tickets])
 
     def full(self, tickets: list[tuple[int, int, int, Any]]) -> Any:
         """The full-resolution batch of ``tickets`` (its layout shapes the next buffers)."""
         batch = self.collect(tickets)
-        self._learn_layout(batch, sum(t[1] for t in tickets))
+        self._layout = layout_of(batch, sum(t[1] for t in tickets))
         return batch
 
     # -- state ----------------------------------------------------------------------------
@@ -329,14 +294,6 @@ def _check_loader(loader: Any) -> tuple[Any, bool]:
                      f"({type(s).__name__}); SmartLoader draws the indices itself (and "
                      f"shards them by rank under torch.distributed, as DistributedSampler "
                      f"does): pass the plain dataset with shuffle=True or False")
-
-
-@dataclass(frozen=True)
-class _Field:
-    """A per-sample tensor field of a full batch: one sample's shape, and the dtype."""
-
-    shape: tuple
-    dtype: torch.dtype
 
 
 @dataclass
@@ -482,24 +439,6 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             cur.active = False
         if not done:  # a break, an exception or a dropped iterator: stop the workers
             src.close()
-
-
-def _zip_map(out: Any, parts: list, sizes: list[int], leaf: Any) -> Any:
-    """Walk the buffer structure ``out`` and the chunks ``parts`` together, calling
-    ``leaf([buffer field, chunk fields...])`` where ``out`` has a tensor; other fields are
-    concatenated as :func:`~smartloader.common.batch.concat_batches` does."""
-    first = parts[0]
-    if isinstance(first, Mapping) and isinstance(out, Mapping) and list(out) == list(first):
-        d = {k: _zip_map(out[k], [p[k] for p in parts], sizes, leaf) for k in first}
-        return d if type(first) is dict else type(first)(d)
-    if isinstance(first, (list, tuple)) and not B.is_plain_list(first) \
-            and isinstance(out, (list, tuple)) and len(out) == len(first):
-        items = [_zip_map(out[i], [p[i] for p in parts], sizes, leaf)
-                 for i in range(len(first))]
-        return type(first)(*items) if hasattr(first, "_fields") else type(first)(items)
-    if isinstance(out, torch.Tensor):
-        return leaf([out] + list(parts))
-    return B.concat_batches(parts, sizes)
 
 
 def _restore(job: _Job, rec: Mapping[str, Any]) -> None:

@@ -15,6 +15,9 @@ Each mode yields ``--steps`` batches of ``--batch-size`` after ``--warmup`` batc
   (``score_resolution``: the 224-px batches are resized for the scoring forward);
 * ``two_resolution``: the same phase with ``pool_source: {type: two_resolution, size,
   workers: W}``;
+* ``two_resolution_cached``: the same with ``cache: true``; one whole first epoch is timed
+  (``..._first_epoch_ips``: every view loads once), then ``--steps`` batches of the second
+  epoch after ``--warmup`` (``two_resolution_cached_ips``: only the chosen samples load);
 
 each once with the loader alone (the scoring forward is part of selection) and once with a
 small model's SGD step per batch. The full-size transform is a random crop resized to
@@ -45,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import smartloader  # noqa: E402
 from smartloader.sources.jpeg_folder import JPEGFolder  # noqa: E402
 
-MODES = ("uniform", "plain_selection", "two_resolution")
+MODES = ("uniform", "plain_selection", "two_resolution", "two_resolution_cached")
 
 
 class RandomCrop:
@@ -86,7 +89,8 @@ def config(mode: str, args) -> dict:
         cfg["score_resolution"] = args.size
     else:
         cfg["pool_source"] = {"type": "two_resolution", "size": args.size,
-                              "workers": args.workers}
+                              "workers": args.workers,
+                              "cache": mode == "two_resolution_cached"}
     return cfg
 
 
@@ -106,7 +110,22 @@ def measure(mode: str, with_model: bool, args) -> dict:
             yield from loader
             epoch += 1
 
+    def train(images, labels):
+        if with_model:
+            loss = F.cross_entropy(model(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
     it = batches()
+    first = None
+    if mode == "two_resolution_cached":  # the first epoch fills the cache: timed apart
+        t0, m = time.perf_counter(), 0
+        for _ in range(len(loader)):
+            images, labels, _ = next(it)
+            m += images.shape[0]
+            train(images, labels)
+        first = m / (time.perf_counter() - t0)
     n = 0
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
@@ -114,16 +133,13 @@ def measure(mode: str, with_model: bool, args) -> dict:
         images, labels, _ = next(it)
         if i >= args.warmup:
             n += images.shape[0]
-        if with_model:
-            loss = F.cross_entropy(model(images), labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train(images, labels)
     seconds = time.perf_counter() - t0
     it.close()
     del it, loader, dl
     gc.collect()  # the DataLoader's iterator must not live on in the next mode's forks
-    return {"images_per_s": n / seconds, "images": n, "seconds": seconds}
+    return {"images_per_s": n / seconds, "images": n, "seconds": seconds,
+            "first_epoch_images_per_s": first}
 
 
 def main(argv=None) -> int:
@@ -144,17 +160,21 @@ def main(argv=None) -> int:
         "warmup": args.warmup, "workers": args.workers, "score_size": args.size,
         "train_size": args.full, "pool_factor": 2, "torch": torch.__version__,
         "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "machine": platform.processor() or platform.machine()}}
+        "machine": platform.processor() or platform.machine(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}}
     for with_model in (False, True):
         for mode in MODES:
             key = f"{mode}_ips" + ("_with_model" if with_model else "")
             r = measure(mode, with_model, args)
             result[key] = round(r["images_per_s"], 1)
+            if r["first_epoch_images_per_s"] is not None:
+                result[key.replace("_ips", "_first_epoch_ips")] = round(
+                    r["first_epoch_images_per_s"], 1)
             print(f"{key:40s} {r['images_per_s']:8.1f} images/s ({r['images']} images, "
                   f"{r['seconds']:.1f} s)", flush=True)
             for suffix in ("", "_with_model"):
                 u = result.get(f"uniform_ips{suffix}")
-                for m in MODES[1:]:
+                for m in MODES[1:] + ("two_resolution_cached_first_epoch",):
                     v = result.get(f"{m}_ips{suffix}")
                     if u and v:
                         result[f"{m}_vs_uniform{suffix}"] = round(v / u, 3)

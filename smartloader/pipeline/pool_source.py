@@ -29,6 +29,14 @@ _TWO_RESOLUTION = Section("two_resolution", (
               "the next pool is always scored one step ahead"),
     Field("timeout_s", "float", 120.0, minimum=0.0, min_exclusive=True,
           doc="seconds to wait for one worker result before failing with an error"),
+    Field("cache", "bool", False,
+          doc="keep every loaded view in main-process memory (about len(dataset) x the "
+              "bytes of one view, e.g. 3*size*size for uint8 images) and load only views "
+              "not yet cached: from the second epoch on a selection step loads only its "
+              "chosen samples; low_res must be deterministic"),
+    Field("cache_max_gb", "float", 4.0, minimum=0.0, min_exclusive=True,
+          doc="the largest view cache (GiB) allowed; a larger one is an error at the first "
+              "pool (raise this, lower size, or set cache: false)"),
 ), doc="SmartLoader draws the dataset indices; pools are scored on low_res views and only "
        "the chosen samples are loaded at full resolution")
 

@@ -19,6 +19,12 @@ indices itself:
 
 Uniform steps load their batch's samples once, at full resolution, from the same stream.
 
+Every load is split into one chunk per worker; the workers collate their chunks and write a
+full batch's large fields into a shared-memory buffer
+(:mod:`~smartloader.pipeline.batch_buffer`). With ``cache: true`` the loaded views are
+kept (:class:`~smartloader.pipeline.view_cache.ViewCache`) and only views not cached yet are
+loaded: from the second epoch on a selection step loads only its chosen samples.
+
 Pipelining: the views of the next ``lookahead`` steps load while the current step trains, and
 the pool of step ``t + 1`` is scored and its chosen samples queued *before* step ``t`` is
 yielded. Its scores are therefore one step stale: they come from the model before step ``t``
@@ -48,6 +54,8 @@ from smartloader.config.steps import epoch_steps
 from smartloader.pipeline.distributed import world
 from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.step import Selected, host_reads_cheap
+from smartloader.pipeline.view_cache import ViewCache
+from smartloader.pipeline.batch_buffer import assemble, buffer_for, layout_of
 from smartloader.pipeline.workers import SampleWorkers
 from smartloader.scoring.model import ModelHandle
 
@@ -106,7 +114,7 @@ class TwoResolutionSource:
 
     Args:
         spec: the parsed ``pool_source`` section (``size``, ``workers``, ``lookahead``,
-            ``timeout_s``).
+            ``timeout_s``, ``cache``, ``cache_max_gb``).
         loader: the wrapped ``torch.utils.data.DataLoader``.
         seed: the config's seed (the index stream's and the workers' seeds derive from it).
         handle: the loader's model handle; its model and loss score the views.
@@ -134,6 +142,11 @@ class TwoResolutionSource:
         self.loaded: dict | None = None
         self.view = _view(loader)
         self.per_rank = len(self.view.sampler)
+        #: the loaded views (``cache: true``), kept across epochs; not part of the state
+        self.cache = ViewCache(len(self.dataset), spec["cache_max_gb"]) if spec["cache"] \
+            else None
+        #: the last full batch's per-sample tensor fields (shape, dtype), or None
+        self._layout: Any = None
 
     # -- the index stream -----------------------------------------------------------------
     def indices(self, epoch: int) -> torch.Tensor:
@@ -153,7 +166,8 @@ class TwoResolutionSource:
     @property
     def pool(self) -> SampleWorkers:
         if self._pool is None or self._pool.closed:
-            self._pool = SampleWorkers(self.dataset, self.workers, self.size, self.timeout_s)
+            self._pool = SampleWorkers(self.dataset, self.workers, self.size, self.timeout_s,
+                                       self.collate)
         return self._pool
 
     @property
@@ -166,23 +180,45 @@ class TwoResolutionSource:
         if self._pool is not None:
             self._pool.close()
 
-    def submit(self, kind: str, indices: torch.Tensor, epoch: int, step: int) -> list[int]:
-        """Queue ``indices`` in about equal chunks, one per worker; the tickets."""
+    def submit(self, kind: str, indices: torch.Tensor, epoch: int,
+               step: int) -> list[tuple[int, int]]:
+        """Queue ``indices`` in about equal chunks, one per worker, so every worker loads
+        (and collates) a part of the batch; the tickets and their sizes, in order."""
         ids = indices.tolist()
         tag = _LOW if kind == "low" else _FULL
         seeds = [mix_seed(self.seed, tag, epoch, self.rank, step, j, i)
                  for j, i in enumerate(ids)]
         per = -(-len(ids) // self.workers)
         pool = self.pool
-        return [pool.submit(kind, ids[a:a + per], seeds[a:a + per])
-                for a in range(0, len(ids), per)]
+        out = buffer_for(self._layout, len(ids)) if kind == "full" and len(ids) > per \
+            else None
+        return [(pool.submit(kind, ids[a:a + per], seeds[a:a + per], out, a),
+                 len(ids[a:a + per]), a, out) for a in range(0, len(ids), per)]
 
-    def collect(self, tickets: list[int]) -> Any:
-        """The collated batch of the samples of ``tickets``."""
-        samples: list = []
-        for t in tickets:
-            samples.extend(self.pool.result(t))
-        return self.collate(samples)
+    def submit_views(self, job: "_Job", epoch: int) -> None:
+        """Queue the views of ``job``'s pool (with the cache: those not cached yet)."""
+        job.need = job.indices if self.cache is None else self.cache.missing(job.indices)
+        job.low = self.submit("low", job.need, epoch, job.step) if job.need.numel() else []
+
+    def views(self, job: "_Job") -> Any:
+        """The collated views of ``job``'s pool, in its order."""
+        if self.cache is None:
+            return self.collect(job.low)
+        if job.low:
+            self.cache.store(job.need, self.collect(job.low))
+        return self.cache.take(job.indices)
+
+    def collect(self, tickets: list[tuple[int, int, int, Any]]) -> Any:
+        """The batch of the samples of ``tickets``: their collated chunks in order (fields
+        the workers wrote into the shared buffer are taken from it, whole)."""
+        parts = [self.pool.result(t[0]) for t in tickets]
+        return assemble(tickets[0][3], parts, [(a, n) for _, n, a, _ in tickets])
+
+    def full(self, tickets: list[tuple[int, int, int, Any]]) -> Any:
+        """The full-resolution batch of ``tickets`` (its layout shapes the next buffers)."""
+        batch = self.collect(tickets)
+        self._layout = layout_of(batch, sum(t[1] for t in tickets))
+        return batch
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -269,8 +305,9 @@ class _Job:
     take: int           # wrapped batches it consumes
     indices: torch.Tensor
     selects: bool
-    low: list[int] | None = None
-    full: list[int] | None = None
+    low: list[tuple] | None = None   # (ticket, samples, offset, buffer) of each chunk
+    need: torch.Tensor | None = None           # the indices whose views ``low`` loads
+    full: list[tuple] | None = None
     chosen: Selected | None = None     # numbers of the choice (batch filled in later)
     generator: torch.Tensor | None = None  # selection generator after the choice
     prepared: bool = False  # chosen, or (a short pool) the ranks' skip() done
@@ -320,7 +357,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 _restore(job, loaded)  # chosen before the state was taken
                 work.set_state(job.generator)
             elif job.selects:
-                job.low = src.submit("low", idx, epoch, step)
+                src.submit_views(job, epoch)
             if not job.selects or job.chosen is not None:
                 job.full = src.submit("full", job.indices, epoch, step)
             jobs.append(job)
@@ -339,7 +376,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 sl.distributed.skip()  # as SelectionStep does for a short pool
             return
         t0 = time.perf_counter()
-        small = _views(sl, src, src.collect(job.low))
+        small = _views(sl, src, src.views(job))
         t1 = time.perf_counter()
         keys, k = sl._keys, bs
         scores, losses, by = sl._scoring.score(small, keys, job.step, src.handle)
@@ -364,7 +401,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             if len(jobs) > 1:
                 prepare(jobs[1])  # one step ahead: scored before this step trains
             t0 = time.perf_counter()
-            batch = src.collect(job.full)
+            batch = src.full(job.full)
             wait = time.perf_counter() - t0
             if sl._keys is None:
                 sl._inspect_first(batch)

@@ -3,8 +3,10 @@
 :class:`SampleWorkers` starts ``workers`` processes once, each holding the dataset (inherited
 by ``fork`` where the platform has it, else pickled to a ``spawn`` child), and serves
 *tickets*: ``submit(kind, indices, seeds)`` queues a list of indices and returns at once;
-``result(ticket)`` waits for that list's samples. ``kind`` is ``"full"``
-(``dataset[i]``: the dataset's own transforms) or ``"low"`` (``dataset.low_res(i, size)``).
+``result(ticket)`` waits for that list's samples, collated in the worker with ``collate``
+(the loader's ``collate_fn``). ``kind`` is ``"full"`` (``dataset[i]``: the dataset's own
+transforms) or ``"low"`` (``dataset.low_res(i, size)``). A caller that wants all workers busy
+on one batch submits it as several tickets (one per worker) and concatenates the results.
 
 Why not a ``DataLoader``: a DataLoader reads its sampler ahead of what it yields, so feeding
 it indices that are chosen only after a scoring pass stalls it (or deadlocks it) waiting for
@@ -12,8 +14,10 @@ indices that do not exist yet. Tickets are submitted exactly when their indices 
 
 Each sample is loaded after seeding ``torch`` and ``random`` in the worker with its own seed,
 so a random transform gives the same sample whichever worker loads it, and a resumed run
-loads what the uninterrupted one did. Tensors come back through shared memory
-(``torch.multiprocessing``'s reductions). Nothing waits forever: ``result`` fails after
+loads what the uninterrupted one did. A collated tensor of at least 64 KiB comes back
+through shared memory (``torch.multiprocessing``'s reductions: one file descriptor passed per
+tensor, which costs milliseconds, hence collating in the worker); a smaller one (labels,
+indices) is pickled by value. Nothing waits forever: ``result`` fails after
 ``timeout_s`` seconds, or as soon as a worker process has died, with an error that names
 the worker; an exception in ``__getitem__``/``low_res`` comes back with its traceback and
 the index. :meth:`close` (also run when the pool is garbage collected and at interpreter
@@ -43,24 +47,96 @@ def _context():
     return tmp.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _loop(dataset: Any, size: int, tasks: Any, results: Any) -> None:
+#: tensors below this many bytes are sent by value, not through a shared-memory segment
+BY_VALUE = 1 << 16
+
+
+def _rebuild(data: bytes, dtype: torch.dtype, shape: tuple) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(shape)
+
+
+class _Small:
+    """A small tensor pickled by value (its bytes), rebuilt as a tensor when unpickled."""
+
+    def __init__(self, t: torch.Tensor):
+        self.t = t
+
+    def __reduce__(self):
+        t = self.t.detach().contiguous().reshape(-1)
+        return _rebuild, (t.view(torch.uint8).numpy().tobytes(), self.t.dtype,
+                          tuple(self.t.shape))
+
+
+def _pack(x: Any) -> Any:
+    """``x`` with its small CPU tensors wrapped to travel by value."""
+    if isinstance(x, torch.Tensor):
+        small = x.device.type == "cpu" and x.nbytes < BY_VALUE and not x.is_sparse \
+            and x.layout == torch.strided
+        return _Small(x) if small else x
+    if isinstance(x, dict) and type(x) is dict:
+        return {k: _pack(v) for k, v in x.items()}
+    if type(x) in (list, tuple):
+        return type(x)(_pack(v) for v in x)
+    return x  # namedtuples, custom types: as they are
+
+
+class _Written:
+    """Marks a field the worker wrote into the caller's shared buffer (``WRITTEN``)."""
+
+    def __reduce__(self):
+        return "WRITTEN"  # unpickles as this module's singleton
+
+    def __repr__(self) -> str:
+        return "WRITTEN"
+
+
+#: a field of a result that is in the ``out`` buffer of its ticket
+WRITTEN = _Written()
+
+
+def _write(out: Any, batch: Any, at: int) -> Any:
+    """``batch`` with each tensor field that fits ``out`` (same per-sample shape and dtype)
+    copied into ``out[at:at + n]`` and replaced by ``WRITTEN``; other fields as they are."""
+    if out is None:
+        return batch
+    if isinstance(out, torch.Tensor):
+        if isinstance(batch, torch.Tensor) and batch.dim() >= 1 and \
+                batch.shape[1:] == out.shape[1:] and batch.dtype == out.dtype and \
+                at + batch.shape[0] <= out.shape[0]:
+            out[at:at + batch.shape[0]].copy_(batch)
+            return WRITTEN
+        return batch
+    if isinstance(out, dict) and type(batch) is dict and list(out) == list(batch):
+        return {k: _write(out[k], batch[k], at) for k in batch}
+    if type(out) in (list, tuple) and type(batch) is type(out) and len(out) == len(batch):
+        return type(batch)(_write(o, b, at) for o, b in zip(out, batch))
+    return batch
+
+
+def _loop(dataset: Any, size: int, collate: Any, tasks: Any, results: Any) -> None:
     torch.set_num_threads(1)  # as a DataLoader worker: the processes share the cores
     while True:
         task = tasks.get()
         if task is None:
             return
-        ticket, kind, indices, seeds = task
-        out, i = [], None
+        ticket, kind, indices, seeds, out, at = task
+        samples, i = [], None
         try:
             for i, seed in zip(indices, seeds):
                 torch.manual_seed(seed)
                 random.seed(seed)
-                out.append(dataset.low_res(i, size) if kind == "low" else dataset[i])
-            results.put((ticket, out, None))
+                samples.append(dataset.low_res(i, size) if kind == "low" else dataset[i])
         except Exception:
             what = f"{type(dataset).__name__}.low_res({i}, {size})" if kind == "low" \
                 else f"{type(dataset).__name__}[{i}]"
             results.put((ticket, None, f"{what} failed:\n{traceback.format_exc()}"))
+            continue
+        try:
+            results.put((ticket, _pack(_write(out, collate(samples), at)), None))
+        except Exception:
+            results.put((ticket, None, f"collate_fn of {len(samples)} samples ({kind}, indices "
+                                       f"{indices[0]}..{indices[-1]}) failed:\n"
+                                       f"{traceback.format_exc()}"))
 
 
 def _stop(procs: list, tasks: Any, results: Any) -> None:
@@ -92,15 +168,17 @@ class SampleWorkers:
         dataset: a map-style dataset; ``low_res(index, size)`` is called for ``"low"``.
         workers: the number of processes.
         size: the side passed to ``low_res``.
+        collate: collates one ticket's samples in the worker (picklable under ``spawn``).
         timeout_s: the longest :meth:`result` waits for one ticket.
     """
 
-    def __init__(self, dataset: Any, workers: int, size: int, timeout_s: float) -> None:
+    def __init__(self, dataset: Any, workers: int, size: int, timeout_s: float,
+                 collate: Any) -> None:
         ctx = _context()
         self.timeout_s = timeout_s
         self._tasks = ctx.Queue()
         self._results = ctx.Queue()
-        self._procs = [ctx.Process(target=_loop, args=(dataset, size, self._tasks,
+        self._procs = [ctx.Process(target=_loop, args=(dataset, size, collate, self._tasks,
                                                        self._results),
                                    name=f"smartloader-worker-{w}", daemon=True)
                        for w in range(workers)]
@@ -121,17 +199,22 @@ class SampleWorkers:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def submit(self, kind: str, indices: Sequence[int], seeds: Sequence[int]) -> int:
-        """Queue the samples ``indices`` (loaded after seeding with ``seeds``); a ticket."""
+    def submit(self, kind: str, indices: Sequence[int], seeds: Sequence[int],
+               out: Any = None, at: int = 0) -> int:
+        """Queue the samples ``indices`` (loaded after seeding with ``seeds``); a ticket.
+
+        ``out``: a batch structure of shared-memory tensors (or None): each collated tensor
+        field that fits is written into ``out[at:at + len(indices)]`` by the worker and
+        comes back as ``WRITTEN``, so the caller need not copy the chunks together."""
         if self.closed:
             raise WorkerError("the worker processes are closed")
         ticket, self._next = self._next, self._next + 1
         self._open.add(ticket)
-        self._tasks.put((ticket, kind, list(indices), list(seeds)))
+        self._tasks.put((ticket, kind, list(indices), list(seeds), out, at))
         return ticket
 
-    def result(self, ticket: int) -> list:
-        """The samples of ``ticket``, in order; waits at most ``timeout_s`` seconds."""
+    def result(self, ticket: int) -> Any:
+        """The collated samples of ``ticket``, in order; waits at most ``timeout_s`` seconds."""
         if ticket not in self._open:
             raise KeyError(f"ticket {ticket} was never submitted or was already read")
         deadline = time.monotonic() + self.timeout_s

@@ -62,7 +62,9 @@ def _describe(config) -> list[str]:
     if src is not None and src["type"] == "two_resolution":
         scoring = (f"low_res views at {src['size']} px (pool_source two_resolution: "
                    f"{src['workers']} worker process(es) load the views and then only the "
-                   f"chosen samples at full resolution; each pool is scored one step ahead)")
+                   f"chosen samples at full resolution; each pool is scored one step ahead; "
+                   + (f"views cached in memory, at most {src['cache_max_gb']:g} GiB)"
+                      if src["cache"] else "views not cached: cache false)"))
     lines.append(f"scoring: {scoring}")
     return lines
 

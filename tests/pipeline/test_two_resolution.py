@@ -57,6 +57,14 @@ class Small(Planted):
         return self.low_res(i, SMALL)
 
 
+class Jitter(Planted):
+    """A random transform: noise drawn from the global ``torch`` RNG (seeded per sample)."""
+
+    def __getitem__(self, i: int):
+        image, label, index = super().__getitem__(i)
+        return image + torch.rand(1), label, index
+
+
 class NoLowRes(Dataset):
     def __len__(self) -> int:
         return 8
@@ -138,6 +146,96 @@ def test_same_pools_choose_exactly_what_the_plain_path_chooses():
         plain.set_epoch(epoch)
         theirs = [b[2].tolist() for b in plain]
         assert ours == theirs
+
+
+def _epochs(sl, epochs=3):
+    out = []
+    for epoch in range(epochs):
+        sl.set_epoch(epoch)
+        out += list(sl)
+    return out
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert torch.equal(x[0], y[0]) and x[2].tolist() == y[2].tolist()
+
+
+def test_chunked_loading_keeps_order_and_is_deterministic():
+    """A batch is split across the workers and the chunks collated there: one worker or
+    three, the batches hold the same samples in the same order, random transforms alike."""
+    one = _epochs(wrap(Jitter(), two_res(workers=1)))
+    three = _epochs(wrap(Jitter(), two_res(workers=3)))
+    _same(one, three)
+    _same(three, _epochs(wrap(Jitter(), two_res(workers=3))))
+    # once a batch has arrived (step 1 is queued before step 0 arrives), the workers write
+    # into a shared buffer shaped as the last batch
+    assert not three[0][0].is_shared() and all(b[0].is_shared() for b in three[2:])
+    for images, _, index in three:  # each sample is dataset[i] up to its own noise
+        want = torch.stack([Planted()[i][0] for i in index.tolist()])
+        noise = (images - want).flatten(1)
+        assert torch.allclose(noise, noise[:, :1].expand_as(noise), atol=1e-6)
+        assert len(set(noise[:, 0].tolist())) == len(index)
+
+
+class Alternating(Planted):
+    """Batches of ``shuffle=False`` alternate between 32 and 40 px: the shared buffer the
+    workers write into is shaped as the last batch, so every other batch does not fit."""
+
+    def __getitem__(self, i: int):
+        return _image(i, FULL if (i // BS) % 2 == 0 else FULL + 8), 0, i
+
+
+def test_batches_that_do_not_fit_the_shared_buffer_come_back_whole():
+    ds = Alternating(48)
+    batches = list(wrap(ds, two_res(UNIFORM, workers=2), shuffle=False))
+    assert [b[0].shape[-1] for b in batches] == [FULL, FULL + 8] * 4
+    for images, _, index in batches:  # kept batches: no buffer is reused
+        assert torch.equal(images, torch.stack([ds[i][0] for i in index.tolist()]))
+    assert [i for b in batches for i in b[2].tolist()] == list(range(48))
+
+
+def test_cache_chooses_what_the_uncached_path_does_and_then_loads_only_chosen_samples():
+    sl = wrap(Planted(), two_res(workers=2, cache=True))
+    src = sl._pool_source
+    sl.set_epoch(0)
+    first = list(sl)
+    assert bool(src.cache.have.all()) and src.cache.nbytes == N * (3 * SMALL * SMALL * 4 + 16)
+    tickets = src._pool._next
+    sl.set_epoch(1)
+    second = list(sl)
+    # the second epoch submits only the chosen samples' chunks (one per worker), no views
+    assert src._pool._next - tickets == len(sl) * 2
+    sl.set_epoch(2)
+    _same(first + second + list(sl), _epochs(wrap(Planted(), two_res(workers=2))))
+
+
+def test_cache_with_training_and_exact_resume():
+    """The resumed run starts with an empty cache and refills it; with training between
+    steps it still yields exactly what the uninterrupted (and the uncached) run does."""
+    phases = [{"name": "warmup", "steps": 2, "selection": "uniform"},
+              {"name": "select", "selection": "ranked", "beta": 1.0}]
+
+    def build(cache=True):
+        model = mean_model()
+        sl = wrap(Planted(), two_res(phases, workers=2, cache=cache), model=model)
+        return sl, model, torch.optim.SGD(model.parameters(), lr=0.5)
+
+    r = assert_resumes(build, steps=12, split=8, step_fn=_train_step)
+    u = assert_resumes(lambda: build(False), steps=12, split=8, step_fn=_train_step)
+    assert [b[2].tolist() for b, _ in r.full] == [b[2].tolist() for b, _ in u.full]
+    assert [loss for _, loss in r.full] == [loss for _, loss in u.full]
+
+
+def test_cache_above_its_bound_is_refused_naming_the_key():
+    sl = wrap(cfg=two_res(workers=2, cache=True, cache_max_gb=1e-5))
+    with pytest.raises(ValueError, match=r"pool_source.cache: 60 views of 784 bytes need "
+                                         r".*above pool_source.cache_max_gb: 1e-05"):
+        next(iter(sl))
+    assert sl._pool_source.worker_pids == []  # the failed epoch stopped its workers
+    ok = wrap(cfg=two_res(cache=True, cache_max_gb=1e-4))  # 47 KB: within 0.1 MiB
+    assert len(list(ok)) == len(ok)
 
 
 def test_hard_sample_frequency_matches_the_plain_path():
@@ -318,6 +416,9 @@ def test_refused_datasets_and_loaders():
     ({"pool_source": {"type": "two_resolution", "worker": 2}},
      "pool_source.worker: unknown key.*did you mean 'workers'"),
     ({"pool_source": {"type": "two_res"}}, "pool_source.type: must be one of"),
+    ({"pool_source": {"type": "two_resolution", "cache": "yes"}}, "pool_source.cache"),
+    ({"pool_source": {"type": "two_resolution", "cache_max_gb": 0}},
+     "pool_source.cache_max_gb"),
     ({"pool_source": {"type": "two_resolution"}, "replay": {"capacity": 8}},
      "pool_source.type: two_resolution does not support replay"),
     ({"pool_source": {"type": "two_resolution"}, "score_resolution": 16},
@@ -333,6 +434,7 @@ def test_bad_config_names_the_key(cfg, message):
 def test_config_round_trips_and_the_default_is_the_wrapped_loader():
     cfg = smartloader.load_config(two_res())
     assert cfg.pool_source["workers"] == 1 and cfg.pool_source["lookahead"] == 2
+    assert cfg.pool_source["cache"] is False and cfg.pool_source["cache_max_gb"] == 4.0
     assert smartloader.load_config(cfg.to_dict()) == cfg
     assert smartloader.load_config({}).pool_source is None
     assert "pool_source" not in smartloader.load_config({}).to_dict()

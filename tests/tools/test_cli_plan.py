@@ -114,3 +114,16 @@ def test_plan_total_epochs_needs_and_uses_batches_per_epoch(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("total_steps 217, pool_factor 2")   # as wrap() derives it
     assert "195-216  cooldown" in out
+
+
+@pytest.mark.parametrize("cache, shown", [
+    ("true, cache_max_gb: 2", "views cached in memory, at most 2 GiB"),
+    ("false", "views not cached: cache false"),
+])
+def test_plan_shows_the_two_resolution_view_cache(tmp_path, capsys, cache, shown):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"total_steps: 100\npool_source: {{type: two_resolution, size: 48, "
+                   f"cache: {cache}}}\n")
+    assert main(["plan", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "low_res views at 48 px" in out and shown in out

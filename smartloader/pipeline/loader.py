@@ -20,7 +20,7 @@ from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED
                                         describe_phases)
 from smartloader.config.schema import Config, load_config
 from smartloader.config.steps import Consumption, steps_in_epoch
-from smartloader.common.state import check_int, show, strict_keys
+from smartloader.common.state import show, strict_keys
 from smartloader.errors import StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
 from smartloader.pipeline.compile_watch import CompileWatch, epoch_layout
@@ -30,7 +30,7 @@ from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.run_length import by_epochs, warn_unreached
 from smartloader.pipeline.distributed import world
 from smartloader.pipeline.state import (STATE_KEYS, STATE_VERSION, Cursor, check_cursor_state,
-                                        is_stateful)
+                                        check_run_state, is_stateful)
 from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline.two_resolution import build_pool_source, epoch_view
 from smartloader.pipeline.step import SelectionStep
@@ -43,11 +43,6 @@ from smartloader.selection.choose import Chooser
 __all__ = ["SmartLoader", "OWN_NAMES"]
 
 logger = logging.getLogger("smartloader")
-
-
-def _dist_rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class SmartLoader:
@@ -115,7 +110,7 @@ class SmartLoader:
         self.config: Config = cfg
         self.loader = loader
         self._phases: tuple[Phase, ...] = cfg.resolve_phases()
-        self._rank = _dist_rank()
+        self._rank = world()[0]
         self._callback = _callbacks(callback)
         bs = getattr(loader, "batch_size", None)
         #: the wrapped loader's batch size, else the first batch's (None before it)
@@ -430,43 +425,13 @@ class SmartLoader:
                              + ", ".join(f"{k}: saved {saved.get(k)!r}, now {ours.get(k)!r}"
                                          for k in diff) + ")")
         check_cursor_state(state, "state")
-        self._check_run(state)
+        check_run_state(state, self.loader, *world())
         self._scoring.check_state(state["scoring"], "state.scoring")
         self._chooser.check_state(state["selection"], "state.selection")
         self._transform.check_state(state["transform"], "state.transform")
         self._replay.check_state(state["replay"], "state.replay")
         if self._pool_source is not None:
             self._pool_source.check_state(state["pool_source"], "state.pool_source")
-
-    def _check_run(self, state: Mapping[str, Any]) -> None:
-        """The process layout and the wrapped loader's state of a saved state."""
-        rank, size = world()
-        saved_size = check_int(state["world_size"], "state.world_size", minimum=1)
-        saved_rank = check_int(state["rank"], "state.rank", maximum=saved_size - 1)
-        if saved_size != size:
-            raise StateError(
-                f"state.world_size: saved with {saved_size} process(es), this run has {size}. "
-                f"Each rank's state holds its own shard's position, so a state resumes only "
-                f"with the same number of processes: relaunch with {saved_size} processes, or "
-                f"start the data pipeline afresh (load the model and optimizer only)")
-        if saved_rank != rank:
-            raise StateError(
-                f"state.rank: this is rank {rank}, the state was saved by rank {saved_rank}. "
-                f"Every rank saves and loads its own state (e.g. "
-                f"torch.save(loader.state_dict(), f'loader_{{rank}}.pt')); a state saved by "
-                f"one rank only, or stored under one key for all ranks, cannot resume the "
-                f"others")
-        inner = state["loader"]
-        if inner is not None and not is_stateful(self.loader):
-            raise StateError(
-                f"state.loader: the state holds the wrapped loader's own state (saved around "
-                f"a loader with state_dict()/load_state_dict(), such as a StatefulDataLoader), "
-                f"but the wrapped {type(self.loader).__name__} has no load_state_dict(); wrap "
-                f"the same kind of loader to resume")
-        if inner is None and is_stateful(self.loader) and state["consumed"] > 0:
-            logger.info("state.loader is None (saved around a loader without state): the "
-                        "wrapped %s re-reads the %d consumed batches of epoch %d",
-                        type(self.loader).__name__, state["consumed"], state["epoch"])
 
 
 #: SmartLoader's own public names: they win over the wrapped loader's on reads.

@@ -8,6 +8,7 @@ key next to it (``scoring``, ``selection``, ``transform``, ``replay``), and
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -16,8 +17,10 @@ import torch
 from smartloader.common.state import check_generator_state, check_int, show, strict_keys
 from smartloader.errors import StateError
 
+logger = logging.getLogger("smartloader")
+
 __all__ = ["Cursor", "STATE_VERSION", "STATE_KEYS", "CURSOR_KEYS", "STAGE_KEYS", "RUN_KEYS",
-           "check_cursor_state", "is_stateful"]
+           "check_cursor_state", "check_run_state", "is_stateful"]
 
 #: 3: the wrapped loader's own state (``loader``) and the process layout (``world_size``,
 #: ``rank``) joined the state
@@ -99,6 +102,38 @@ def is_stateful(loader: Any) -> bool:
     # accelerate's prepared loaders always have the methods, but keep a state only when
     # prepared with use_stateful_dataloader=True (over a StatefulDataLoader)
     return bool(getattr(loader, "use_stateful_dataloader", True))
+
+
+def check_run_state(state: Mapping[str, Any], loader: Any, rank: int, size: int) -> None:
+    """The process layout (``world_size``, ``rank``) and the wrapped loader's state of a
+    saved ``state``, against this process's ``rank`` of ``size`` and the wrapped ``loader``;
+    raises :class:`StateError` naming the entry, changes nothing."""
+    saved_size = check_int(state["world_size"], "state.world_size", minimum=1)
+    saved_rank = check_int(state["rank"], "state.rank", maximum=saved_size - 1)
+    if saved_size != size:
+        raise StateError(
+            f"state.world_size: saved with {saved_size} process(es), this run has {size}. "
+            f"Each rank's state holds its own shard's position, so a state resumes only "
+            f"with the same number of processes: relaunch with {saved_size} processes, or "
+            f"start the data pipeline afresh (load the model and optimizer only)")
+    if saved_rank != rank:
+        raise StateError(
+            f"state.rank: this is rank {rank}, the state was saved by rank {saved_rank}. "
+            f"Every rank saves and loads its own state (e.g. "
+            f"torch.save(loader.state_dict(), f'loader_{{rank}}.pt')); a state saved by "
+            f"one rank only, or stored under one key for all ranks, cannot resume the "
+            f"others")
+    inner = state["loader"]
+    if inner is not None and not is_stateful(loader):
+        raise StateError(
+            f"state.loader: the state holds the wrapped loader's own state (saved around "
+            f"a loader with state_dict()/load_state_dict(), such as a StatefulDataLoader), "
+            f"but the wrapped {type(loader).__name__} has no load_state_dict(); wrap "
+            f"the same kind of loader to resume")
+    if inner is None and is_stateful(loader) and state["consumed"] > 0:
+        logger.info("state.loader is None (saved around a loader without state): the "
+                    "wrapped %s re-reads the %d consumed batches of epoch %d",
+                    type(loader).__name__, state["consumed"], state["epoch"])
 
 
 def check_cursor_state(state: Mapping[str, Any], path: str = "state") -> None:

@@ -12,8 +12,10 @@ Why not a ``DataLoader``: a DataLoader reads its sampler ahead of what it yields
 it indices that are chosen only after a scoring pass stalls it (or deadlocks it) waiting for
 indices that do not exist yet. Tickets are submitted exactly when their indices are known.
 
-Each sample is loaded after seeding ``torch`` and ``random`` in the worker with its own seed,
-so a random transform gives the same sample whichever worker loads it, and a resumed run
+Each sample is loaded after seeding ``torch`` and ``random`` in the worker with its own seed
+(the worker process's global generators, never the training process's: a user's transforms
+draw from the global generators, which is also why a DataLoader seeds its workers), so a
+random transform gives the same sample whichever worker loads it, and a resumed run
 loads what the uninterrupted one did. A collated tensor of at least 64 KiB comes back
 through shared memory (``torch.multiprocessing``'s reductions: one file descriptor passed per
 tensor, which costs milliseconds, hence collating in the worker); a smaller one (labels,

@@ -3,8 +3,9 @@
 A full-resolution batch is loaded as one chunk per worker. Concatenating the chunks in the
 main process would copy every image once more there, on the cores the workers use, so the
 main process allocates, for each batch, shared-memory tensors shaped as the previous
-batch's large per-sample fields (:func:`layout_of`, :func:`buffer_for`); each worker copies
-its collated chunk into its rows and returns ``WRITTEN`` for that field, and
+batch's large per-sample fields (:func:`layout_of`, :func:`buffer_for`); each worker stacks
+its chunk's samples straight into its rows (``default_collate``) or copies its collated chunk
+there (any other ``collate_fn``) and returns ``WRITTEN`` for that field, and
 :func:`assemble` yields the buffer itself. A field that did not fit (another shape or
 dtype: the first batches, a resolution change) comes back as a tensor and is concatenated
 as :func:`smartloader.common.batch.concat_batches` does. Buffers are never reused: a

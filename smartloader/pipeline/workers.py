@@ -16,7 +16,11 @@ Each sample is loaded after seeding ``torch`` and ``random`` in the worker with 
 (the worker process's global generators, never the training process's: a user's transforms
 draw from the global generators, which is also why a DataLoader seeds its workers), so a
 random transform gives the same sample whichever worker loads it, and a resumed run
-loads what the uninterrupted one did. A collated tensor of at least 64 KiB comes back
+loads what the uninterrupted one did (only the CPU generator is seeded: ``torch.manual_seed``
+seeds every accelerator backend too and costs a tenth of loading a small image). With the
+default ``collate_fn``, a ticket given a shared buffer (``out``) has its tensor fields
+stacked straight into it, without a batch-sized allocation and a second copy in the worker.
+A collated tensor of at least 64 KiB comes back
 through shared memory (``torch.multiprocessing``'s reductions: one file descriptor passed per
 tensor, which costs milliseconds, hence collating in the worker); a smaller one (labels,
 indices) is pickled by value. Nothing waits forever: ``result`` fails after
@@ -115,6 +119,84 @@ def _write(out: Any, batch: Any, at: int) -> Any:
     return batch
 
 
+def _paths(out: Any, at: tuple = ()) -> list[tuple]:
+    """The positions (keys and indices from the top) of the tensors in ``out``."""
+    if isinstance(out, torch.Tensor):
+        return [at]
+    if isinstance(out, dict):
+        return [p for k, v in out.items() for p in _paths(v, at + (k,))]
+    if isinstance(out, (list, tuple)):
+        return [p for i, v in enumerate(out) for p in _paths(v, at + (i,))]
+    return []
+
+
+def _get(x: Any, path: tuple) -> Any:
+    for k in path:
+        x = x[k]
+    return x
+
+
+def _put(x: Any, path: tuple, value: Any) -> Any:
+    """``x`` with the item at ``path`` replaced by ``value`` (containers rebuilt along the
+    path: a dict, a list, a tuple or a namedtuple)."""
+    if not path:
+        return value
+    k, rest = path[0], path[1:]
+    if type(x) is dict:
+        return {**x, k: _put(x[k], rest, value)}
+    items = list(x)
+    items[k] = _put(items[k], rest, value)
+    if type(x) is list:
+        return items
+    return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
+
+
+def _sample_field(x: Any, path: tuple, ref: torch.Tensor) -> torch.Tensor | None:
+    """The tensor at ``path`` of sample ``x`` if it has ``ref``'s per-sample shape and
+    dtype and its containers can be rebuilt, else None."""
+    try:
+        node = x
+        for k in path:
+            if not (type(node) in (dict, list, tuple) or hasattr(node, "_fields")):
+                return None
+            node = node[k]
+    except (KeyError, IndexError, TypeError):
+        return None
+    ok = isinstance(node, torch.Tensor) and node.shape == ref.shape[1:] \
+        and node.dtype == ref.dtype
+    return node if ok else None
+
+
+_NOTHING = torch.empty(0)
+
+
+def _default_collate() -> Any:
+    from torch.utils.data import default_collate
+    return default_collate
+
+
+def _stack_into(samples: list, out: Any, at: int) -> Any:
+    """``default_collate(samples)`` with every tensor field that fits ``out`` stacked
+    straight into ``out[at:at + n]`` (``WRITTEN`` in the result): ``default_collate``
+    stacks a tensor field with ``torch.stack``, so stacking into the shared buffer gives
+    the same values without a batch-sized allocation and a second copy."""
+    from torch.utils.data import default_collate
+    n, stacked = len(samples), []
+    for path in _paths(out):
+        ref = _get(out, path)
+        fields = [_sample_field(s, path, ref) for s in samples]
+        if at + n > ref.shape[0] or any(f is None for f in fields):
+            continue  # collated as it is; _write copies it in below if it fits
+        torch.stack(fields, out=ref[at:at + n])
+        samples = [_put(s, path, _NOTHING) for s in samples]
+        out = _put(out, path, None)
+        stacked.append(path)
+    batch = default_collate(samples)
+    for path in stacked:
+        batch = _put(batch, path, WRITTEN)
+    return _write(out, batch, at)
+
+
 def _loop(dataset: Any, size: int, collate: Any, tasks: Any, results: Any) -> None:
     torch.set_num_threads(1)  # as a DataLoader worker: the processes share the cores
     while True:
@@ -125,7 +207,7 @@ def _loop(dataset: Any, size: int, collate: Any, tasks: Any, results: Any) -> No
         samples, i = [], None
         try:
             for i, seed in zip(indices, seeds):
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)
                 random.seed(seed)
                 samples.append(dataset.low_res(i, size) if kind == "low" else dataset[i])
         except Exception:
@@ -134,7 +216,9 @@ def _loop(dataset: Any, size: int, collate: Any, tasks: Any, results: Any) -> No
             results.put((ticket, None, f"{what} failed:\n{traceback.format_exc()}"))
             continue
         try:
-            results.put((ticket, _pack(_write(out, collate(samples), at)), None))
+            batch = _stack_into(samples, out, at) if out is not None and \
+                collate is _default_collate() else _write(out, collate(samples), at)
+            results.put((ticket, _pack(batch), None))
         except Exception:
             results.put((ticket, None, f"collate_fn of {len(samples)} samples ({kind}, indices "
                                        f"{indices[0]}..{indices[-1]}) failed:\n"

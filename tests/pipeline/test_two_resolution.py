@@ -441,3 +441,67 @@ def test_config_round_trips_and_the_default_is_the_wrapped_loader():
     sl = smartloader.wrap(DataLoader(Planted(), batch_size=BS), mean_model(),
                           {"pool_source": {"type": "loader"}, "phases": SELECT})
     assert sl._pool_source is None and len(list(sl)) == len(sl)
+
+
+def test_default_collate_stacks_into_the_shared_buffer_as_default_collate_does():
+    """The workers stack default_collate's tensor fields straight into the shared buffer:
+    the batch equals default_collate's for tuple, dict, namedtuple and nested samples, and
+    a field that does not fit (another shape) is collated as it is."""
+    import collections
+    from torch.utils.data import default_collate
+    from smartloader.pipeline.batch_buffer import assemble, buffer_for, layout_of
+    from smartloader.pipeline.workers import WRITTEN, _stack_into
+    Pair = collections.namedtuple("Pair", "x y")
+    makers = [lambda i: (torch.rand(3, 40, 40), i),
+              lambda i: {"img": torch.rand(3, 40, 40), "y": i, "w": torch.rand(2)},
+              lambda i: Pair(torch.rand(3, 40, 40), i),
+              lambda i: [torch.rand(3, 40, 40), (torch.rand(3, 40, 40), i)]]
+    for make in makers:
+        samples = [make(i) for i in range(8)]
+        want = default_collate(samples)
+        out = buffer_for(layout_of(want, 8), 8)
+        parts = [_stack_into(samples[:4], out, 0), _stack_into(samples[4:], out, 4)]
+        assert WRITTEN in _leaves(parts[0])
+        got = assemble(out, parts, [(0, 4), (4, 4)])
+        assert type(got) is type(want) and _deep_equal(got, want)
+    samples = [(torch.rand(3, 40, 40), i) for i in range(4)]
+    out = buffer_for(layout_of(default_collate([(torch.rand(3, 48, 48), 0)] * 4), 4), 4)
+    part = _stack_into(samples, out, 0)  # 40 px into a 48-px buffer: collated, not written
+    assert torch.equal(part[0], default_collate(samples)[0])
+
+
+def _leaves(x):
+    if isinstance(x, dict):
+        return [v for y in x.values() for v in _leaves(y)]
+    if isinstance(x, (list, tuple)):
+        return [v for y in x for v in _leaves(y)]
+    return [x]
+
+
+def _deep_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return type(a) is type(b) and list(a) == list(b) and all(
+            _deep_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(
+            _deep_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _pad_collate(samples):
+    """A custom collate_fn: the images padded by one pixel, labels as a list."""
+    images = torch.stack([F.pad(s[0], (1, 1, 1, 1)) for s in samples])
+    return images, [s[1] for s in samples], torch.tensor([s[2] for s in samples])
+
+
+def test_a_custom_collate_fn_is_applied_to_the_chosen_samples():
+    dl = DataLoader(Planted(), batch_size=BS, shuffle=True, collate_fn=_pad_collate)
+    sl = smartloader.wrap(dl, mean_model(), two_res(UNIFORM, workers=2))
+    batches = list(sl)
+    assert len(batches) == N // BS
+    for images, labels, index in batches:
+        assert images.shape[-1] == FULL + 2 and labels == [0] * BS
+        assert torch.equal(images, _pad_collate([Planted()[i] for i in index.tolist()])[0])
+    assert sorted(i for b in batches for i in b[2].tolist()) == list(range(N))

@@ -26,7 +26,9 @@ small model's SGD step per batch. The full-size transform is a random crop resiz
     python benchmarks/make_jpeg_folder.py /tmp/jpeg_folder --images 6000
     OMP_NUM_THREADS=1 python benchmarks/two_resolution.py /tmp/jpeg_folder
 
-Writes ``benchmarks/results/two_resolution.json`` after each mode.
+Every mode runs ``--repeats`` times (3), the modes interleaved within each pass; the figures
+are medians over the passes (``runs``: every pass's figure). Writes
+``benchmarks/results/two_resolution.json`` after each mode.
 """
 from __future__ import annotations
 
@@ -94,14 +96,14 @@ def config(mode: str, args) -> dict:
     return cfg
 
 
-def measure(mode: str, with_model: bool, args) -> dict:
-    torch.manual_seed(0)
+def measure(mode: str, with_model: bool, args, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
     ds = JPEGFolder(args.root, transform=RandomCrop(args.full))
     model = small_cnn(len(getattr(ds, "classes", range(10))))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     dl = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                     persistent_workers=True)
-    loader = smartloader.wrap(dl, model, config(mode, args))
+    loader = smartloader.wrap(dl, model, {**config(mode, args), "seed": seed})
 
     def batches():
         epoch = 0
@@ -142,6 +144,18 @@ def measure(mode: str, with_model: bool, args) -> dict:
             "first_epoch_images_per_s": first}
 
 
+def _summarise(result: dict, runs: dict) -> None:
+    """The median of each key's runs, and each mode's ratio to uniform's median."""
+    for key, values in runs.items():
+        result[key] = round(float(np.median(values)), 1)
+    for suffix in ("", "_with_model"):
+        u = result.get(f"uniform_ips{suffix}")
+        for m in MODES[1:] + ("two_resolution_cached_first_epoch",):
+            v = result.get(f"{m}_ips{suffix}")
+            if u and v:
+                result[f"{m}_vs_uniform{suffix}"] = round(v / u, 3)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", help="a JPEG folder (benchmarks/make_jpeg_folder.py)")
@@ -151,36 +165,37 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", type=int, default=64, help="scoring size (px)")
     ap.add_argument("--full", type=int, default=224, help="training size (px)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="passes over all modes; the figures are medians over them")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results", "two_resolution.json"))
     args = ap.parse_args(argv)
     images = sum(len(f) for _, _, f in os.walk(args.root))
     result: dict = {"config": {
         "images_in_folder": images, "batch_size": args.batch_size, "steps": args.steps,
-        "warmup": args.warmup, "workers": args.workers, "score_size": args.size,
+        "warmup": args.warmup, "repeats": args.repeats, "workers": args.workers,
+        "score_size": args.size,
         "train_size": args.full, "pool_factor": 2, "torch": torch.__version__,
         "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": platform.processor() or platform.machine(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}}
-    for with_model in (False, True):
-        for mode in MODES:
-            key = f"{mode}_ips" + ("_with_model" if with_model else "")
-            r = measure(mode, with_model, args)
-            result[key] = round(r["images_per_s"], 1)
-            if r["first_epoch_images_per_s"] is not None:
-                result[key.replace("_ips", "_first_epoch_ips")] = round(
-                    r["first_epoch_images_per_s"], 1)
-            print(f"{key:40s} {r['images_per_s']:8.1f} images/s ({r['images']} images, "
-                  f"{r['seconds']:.1f} s)", flush=True)
-            for suffix in ("", "_with_model"):
-                u = result.get(f"uniform_ips{suffix}")
-                for m in MODES[1:] + ("two_resolution_cached_first_epoch",):
-                    v = result.get(f"{m}_ips{suffix}")
-                    if u and v:
-                        result[f"{m}_vs_uniform{suffix}"] = round(v / u, 3)
-            os.makedirs(os.path.dirname(args.out), exist_ok=True)
-            with open(args.out, "w") as fh:
-                json.dump(result, fh, indent=2)
+    runs: dict[str, list[float]] = {}
+    result["runs"] = runs
+    for repeat in range(args.repeats):  # modes interleaved, so drift hits all alike
+        for with_model in (False, True):
+            for mode in MODES:
+                key = f"{mode}_ips" + ("_with_model" if with_model else "")
+                r = measure(mode, with_model, args, seed=repeat)
+                runs.setdefault(key, []).append(round(r["images_per_s"], 1))
+                if r["first_epoch_images_per_s"] is not None:
+                    runs.setdefault(key.replace("_ips", "_first_epoch_ips"), []).append(
+                        round(r["first_epoch_images_per_s"], 1))
+                print(f"[{repeat + 1}/{args.repeats}] {key:40s} {r['images_per_s']:8.1f} "
+                      f"images/s ({r['images']} images, {r['seconds']:.1f} s)", flush=True)
+                _summarise(result, runs)
+                os.makedirs(os.path.dirname(args.out), exist_ok=True)
+                with open(args.out, "w") as fh:
+                    json.dump(result, fh, indent=2)
     return 0
 
 

@@ -259,7 +259,11 @@ def _score_size(cfg: Any, loaded: tuple[int, int] | None, r: int | None,
                 auto_sizes: Mapping[int, int | None] | None) -> tuple[int, int] | None:
     """Scoring ``(h, w)`` of a pool loaded at ``loaded`` when the training side is ``r``:
     the rule of :class:`~smartloader.schedules.applier.ScheduleApplier` and
-    :class:`~smartloader.scoring.ModelHandle`."""
+    :class:`~smartloader.scoring.ModelHandle`; with ``pool_source: two_resolution`` the
+    views' own size (they are scored as loaded)."""
+    src = cfg.pool_source
+    if src is not None and src["type"] == "two_resolution":
+        return (src["size"], src["size"])
     res = cfg.score_resolution
     scale = cfg.schedules.score_scale
     if scale is not None:

@@ -27,7 +27,7 @@ from smartloader.common.epochs import forward_set_epoch, mix_seed
 from smartloader.config.phases import Phase, phase_at
 from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline import step as _step
-from smartloader.pipeline import two_resolution
+from smartloader.pipeline import two_resolution_epoch
 from smartloader.pipeline.step import Selected
 
 __all__ = ["run_epoch", "emit", "report_fallbacks"]
@@ -38,7 +38,7 @@ logger = logging.getLogger("smartloader")
 def run_epoch(sl: Any, token: int) -> Iterator[Any]:
     """One epoch of ``sl`` (a :class:`~smartloader.SmartLoader`) from its cursor."""
     if sl._pool_source is not None:  # pool_source two_resolution: samples drawn by index
-        return (yield from two_resolution.run_epoch(sl, token))
+        return (yield from two_resolution_epoch.run_epoch(sl, token))
     cur = sl._cursor
     epoch = cur.epoch
     forward_set_epoch(sl.loader, epoch)

@@ -129,11 +129,17 @@ class SmartLoader:
                                if cfg.selection_scope == "global" else None)
         self._transform = TransformStage(cfg.strategies.get("batch_transform"),
                                         mix_seed(cfg.seed, 0x6D6978, self._rank))
-        self._replay = build_replay_stage(
-            cfg.replay, loader, self._batch_size, self._scoring.index_key, cfg.total_steps,
-            mix_seed(cfg.seed, 0x7265706C, self._rank), self._handle.device)
         #: None (pools of wrapped batches) or the two-resolution source (docs/two_resolution.md)
         self._pool_source = build_pool_source(cfg, loader, self._handle)
+        replay_seed = mix_seed(cfg.seed, 0x7265706C, self._rank)
+        if self._pool_source is not None and cfg.replay is not None:
+            # the memory stores dataset indices: a replayed sample loads again by index
+            self._replay = self._pool_source.replay_stage(cfg.replay, cfg.total_steps,
+                                                          replay_seed)
+        else:
+            self._replay = build_replay_stage(
+                cfg.replay, loader, self._batch_size, self._scoring.index_key,
+                cfg.total_steps, replay_seed, self._handle.device)
         self._selection_step = SelectionStep(self._handle, self._scoring, self._chooser,
                                             self._replay, self.distributed, cfg.pool_factor)
         self._consumption = Consumption.of(cfg)

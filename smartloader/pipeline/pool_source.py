@@ -60,10 +60,14 @@ def pool_source_problems(v: Mapping[str, Any], problems: list[str]) -> None:
     if not valid(v, "pool_source") or v["pool_source"] is None \
             or v["pool_source"]["type"] != "two_resolution":
         return
-    if valid(v, "replay") and v["replay"] is not None:
-        problems.append("pool_source.type: two_resolution does not support replay: yet (the "
-                        "memory stores wrapped batches, this path loads samples by index); "
-                        "remove replay: or the pool_source key")
+    replay = v["replay"] if valid(v, "replay") else None
+    if replay is not None and replay["device"] != "cpu":
+        problems.append(f"replay.device: {replay['device']} with pool_source two_resolution, "
+                        f"whose memory stores dataset indices (16 bytes a sample, on the "
+                        f"CPU) and loads replayed samples again; remove replay.device")
+    if replay is not None and replay["join_pool"]:
+        problems.append("replay.join_pool: not supported with pool_source two_resolution yet "
+                        "(memory samples do not join the pool of views); set it to false")
     if valid(v, "score_resolution") and isinstance(v["score_resolution"], int):
         problems.append(f"score_resolution: {v['score_resolution']} with pool_source "
                         f"two_resolution, which scores the low-resolution views as loaded; "

@@ -25,48 +25,47 @@ full batch's large fields into a shared-memory buffer
 kept (:class:`~smartloader.pipeline.view_cache.ViewCache`) and only views not cached yet are
 loaded: from the second epoch on a selection step loads only its chosen samples.
 
-Pipelining: the views of the next ``lookahead`` steps load while the current step trains, and
-the pool of step ``t + 1`` is scored and its chosen samples queued *before* step ``t`` is
-yielded. Its scores are therefore one step stale: they come from the model before step ``t``
-trained. While the workers keep up, the loop never waits for a load.
+The epoch loop (:mod:`smartloader.pipeline.two_resolution_epoch`) pipelines the loads: the
+views of the next ``lookahead`` steps load while the current step trains, and step ``t + 1``
+is planned (scored, chosen, its replay rows drawn) and its samples queued *before* step ``t``
+is yielded, so its scores are one step stale. With ``replay:`` the memory stores indices and
+load seeds (:mod:`smartloader.replay.by_index`).
 
 Resume: the index stream is a function of (seed, epoch, rank), so a state holds the position
-(wrapped batches consumed) and, because step ``t + 1`` was already chosen when step ``t`` was
-yielded, that choice (its indices and numbers) and the generator after it. A resumed run loads
-the same samples as the uninterrupted one; nothing consumed is read again.
+(wrapped batches consumed) and, because step ``t + 1`` was already planned when step ``t``
+was yielded, that plan (``pending``: its indices, seeds, choice and replay rows). A resumed
+run loads the same samples as the uninterrupted one; nothing consumed is read again.
 """
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 
-from smartloader.common import batch as B
 from smartloader.common.epochs import mix_seed
 from smartloader.common.state import StateError, check_int, show, strict_keys
-from smartloader.config.phases import phase_at
-from smartloader.config.steps import epoch_steps
 from smartloader.pipeline.distributed import world
-from smartloader.pipeline.probe import inspect_first
-from smartloader.pipeline.step import Selected, host_reads_cheap
 from smartloader.pipeline.view_cache import ViewCache
 from smartloader.pipeline.batch_buffer import assemble, buffer_for, layout_of
 from smartloader.pipeline.workers import SampleWorkers
+from smartloader.replay.by_index import IndexReplay, check_rows
 from smartloader.scoring.model import ModelHandle
 
-__all__ = ["TwoResolutionSource", "build_pool_source", "run_epoch", "EpochView", "epoch_view"]
+__all__ = ["TwoResolutionSource", "build_pool_source", "EpochView", "epoch_view"]
 
 logger = logging.getLogger("smartloader")
 
 _ORDER, _FULL, _LOW = 0x6F72646572, 0x66756C6C, 0x6C6F77
-#: the keys of ``state["pool_source"]``; ``pending``: the step chosen ahead, or None
+#: the keys of ``state["pool_source"]``; ``pending``: the step planned ahead, or None
 STATE_KEYS = ("pending",)
-PENDING_KEYS = ("step", "indices", "pool_size", "pool_loss", "selected_loss", "generator")
+#: ``seeds``: the samples' load seeds (None: the per-position ones); ``choice``: the numbers
+#: of a selection (None for a uniform or replay step); ``replay``: the rows of the replay
+#: memory (None without ``replay:``)
+PENDING_KEYS = ("step", "indices", "seeds", "choice", "replay")
+CHOICE_KEYS = ("pool_size", "pool_loss", "selected_loss", "generator")
 
 
 def build_pool_source(cfg: Any, loader: Any, handle: ModelHandle) -> "TwoResolutionSource | None":
@@ -180,20 +179,30 @@ class TwoResolutionSource:
         if self._pool is not None:
             self._pool.close()
 
-    def submit(self, kind: str, indices: torch.Tensor, epoch: int,
-               step: int) -> list[tuple[int, int]]:
-        """Queue ``indices`` in about equal chunks, one per worker, so every worker loads
-        (and collates) a part of the batch; the tickets and their sizes, in order."""
-        ids = indices.tolist()
+    def seeds(self, kind: str, indices: torch.Tensor, epoch: int, step: int) -> list[int]:
+        """The load seed of each sample of a batch: of (seed, kind, epoch, rank, step,
+        position, index), so a sample's random transforms do not depend on the worker."""
         tag = _LOW if kind == "low" else _FULL
-        seeds = [mix_seed(self.seed, tag, epoch, self.rank, step, j, i)
-                 for j, i in enumerate(ids)]
+        return [mix_seed(self.seed, tag, epoch, self.rank, step, j, i)
+                for j, i in enumerate(indices.tolist())]
+
+    def submit(self, kind: str, indices: torch.Tensor, epoch: int, step: int,
+               seeds: torch.Tensor | None = None) -> list[tuple[int, int, int, Any]]:
+        """Queue ``indices`` (loaded with ``seeds``, default :meth:`seeds`) in about equal
+        chunks, one per worker, so every worker loads (and collates) a part of the batch;
+        the tickets, their sizes and offsets, and the shared buffer, in order."""
+        ids = indices.tolist()
+        seeds = self.seeds(kind, indices, epoch, step) if seeds is None else seeds.tolist()
         per = -(-len(ids) // self.workers)
         pool = self.pool
         out = buffer_for(self._layout, len(ids)) if kind == "full" and len(ids) > per \
             else None
         return [(pool.submit(kind, ids[a:a + per], seeds[a:a + per], out, a),
                  len(ids[a:a + per]), a, out) for a in range(0, len(ids), per)]
+
+    def replay_stage(self, cfg: Any, total_steps: int | None, seed: int) -> IndexReplay:
+        """The ``replay:`` memory of this path: dataset indices and load seeds."""
+        return IndexReplay(cfg, len(self.dataset), total_steps, seed)
 
     def submit_views(self, job: "_Job", epoch: int) -> None:
         """Queue the views of ``job``'s pool (with the cache: those not cached yet)."""
@@ -229,22 +238,33 @@ class TwoResolutionSource:
         p = state["pending"]
         if p is None:
             return
-        strict_keys(self, p, PENDING_KEYS, f"{path}.pending")
-        check_int(p["step"], f"{path}.pending.step")
-        check_int(p["pool_size"], f"{path}.pending.pool_size", minimum=1)
+        where = f"{path}.pending"
+        strict_keys(self, p, PENDING_KEYS, where)
+        check_int(p["step"], f"{where}.step")
         idx = p["indices"]
         if not isinstance(idx, torch.Tensor) or idx.dtype != torch.int64 or idx.dim() != 1:
-            raise StateError(f"{path}.pending.indices: must be a 1-d int64 tensor, got "
-                             f"{show(idx)}")
+            raise StateError(f"{where}.indices: must be a 1-d int64 tensor, got {show(idx)}")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self.dataset)):
-            raise StateError(f"{path}.pending.indices: must be dataset indices in "
+            raise StateError(f"{where}.indices: must be dataset indices in "
                              f"[0, {len(self.dataset)}), got {int(idx.min())}..{int(idx.max())}")
-        for k in ("pool_loss", "selected_loss"):
-            if not isinstance(p[k], float):
-                raise StateError(f"{path}.pending.{k}: must be a float, got {show(p[k])}")
-        if not isinstance(p["generator"], torch.Tensor) or p["generator"].dtype != torch.uint8:
-            raise StateError(f"{path}.pending.generator: must be a generator state (uint8 "
-                             f"tensor), got {show(p['generator'])}")
+        seeds = p["seeds"]
+        if seeds is not None and not (isinstance(seeds, torch.Tensor) and seeds.dtype ==
+                                      torch.int64 and tuple(seeds.shape) == tuple(idx.shape)):
+            raise StateError(f"{where}.seeds: must be None or an int64 tensor of one seed per "
+                             f"index ({idx.numel()}), got {show(seeds)}")
+        c = p["choice"]
+        if c is not None:
+            strict_keys(self, c, CHOICE_KEYS, f"{where}.choice")
+            check_int(c["pool_size"], f"{where}.choice.pool_size", minimum=1)
+            for k in ("pool_loss", "selected_loss"):
+                if not isinstance(c[k], float):
+                    raise StateError(f"{where}.choice.{k}: must be a float, got {show(c[k])}")
+            g = c["generator"]
+            if not isinstance(g, torch.Tensor) or g.dtype != torch.uint8:
+                raise StateError(f"{where}.choice.generator: must be a generator state "
+                                 f"(uint8 tensor), got {show(g)}")
+        if p["replay"] is not None:
+            check_rows(p["replay"], f"{where}.replay", idx.numel())
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.check_state(state)
@@ -294,189 +314,3 @@ def _check_loader(loader: Any) -> tuple[Any, bool]:
                      f"({type(s).__name__}); SmartLoader draws the indices itself (and "
                      f"shards them by rank under torch.distributed, as DistributedSampler "
                      f"does): pass the plain dataset with shuffle=True or False")
-
-
-@dataclass
-class _Job:
-    """One planned step: its indices, and where its samples are in loading."""
-
-    step: int
-    first: int          # first wrapped batch of the epoch it consumes
-    take: int           # wrapped batches it consumes
-    indices: torch.Tensor
-    selects: bool
-    low: list[tuple] | None = None   # (ticket, samples, offset, buffer) of each chunk
-    need: torch.Tensor | None = None           # the indices whose views ``low`` loads
-    full: list[tuple] | None = None
-    chosen: Selected | None = None     # numbers of the choice (batch filled in later)
-    generator: torch.Tensor | None = None  # selection generator after the choice
-    prepared: bool = False  # chosen, or (a short pool) the ranks' skip() done
-    record: dict | None = field(default=None, repr=False)
-
-
-def run_epoch(sl: Any, token: int) -> Iterator[Any]:
-    """One epoch of ``sl`` on the two-resolution path (the counterpart of
-    :func:`smartloader.pipeline.epoch.run_epoch`)."""
-    from smartloader.pipeline.epoch import _enter_phase, emit, report_fallbacks
-    src: TwoResolutionSource = sl._pool_source
-    cur = sl._cursor
-    epoch = cur.epoch
-    gen = cur.generator_on(src.handle.device)
-    work = torch.Generator(device=gen.device)  # the choices run ahead of what is yielded
-    resume, cur.resume = cur.resume, None
-    loaded, src.loaded = src.loaded, None
-    if resume is not None and resume["epoch"] == epoch:
-        gen.set_state(resume["generator"])
-        resumed, cur.epoch_start_step = resume["consumed"], resume["epoch_start_step"]
-    else:
-        gen.manual_seed(mix_seed(sl.config.seed, epoch, sl._rank))
-        resumed, cur.epoch_start_step, loaded = 0, cur.step, None
-    work.set_state(gen.get_state())
-    sl._scoring.start_epoch(epoch, resumed=bool(resumed))
-    cur.consumed, cur.active, cur.mid_epoch = resumed, True, True
-    if resumed:
-        logger.info("resumed epoch %d after %d batches (two_resolution: nothing re-read)",
-                    epoch, resumed)
-    stream = src.indices(epoch)
-    bs = src.batch_size
-    plan = ((s, f, t) for s, f, t in epoch_steps(sl._consumption, cur.epoch_start_step,
-                                                  src.view.batches) if f >= resumed)
-    jobs: deque[_Job] = deque()
-    done = False
-
-    def fill() -> None:
-        while len(jobs) <= src.lookahead:
-            nxt = next(plan, None)
-            if nxt is None:
-                return
-            step, first, take = nxt
-            idx = stream[first * bs:(first + take) * bs]
-            job = _Job(step, first, take, idx, phase_at(sl.phases, step).selects
-                       and idx.numel() > bs)
-            if job.selects and loaded is not None and loaded["step"] == step:
-                _restore(job, loaded)  # chosen before the state was taken
-                work.set_state(job.generator)
-            elif job.selects:
-                src.submit_views(job, epoch)
-            if not job.selects or job.chosen is not None:
-                job.full = src.submit("full", job.indices, epoch, step)
-            jobs.append(job)
-
-    def prepare(job: _Job) -> None:
-        """Once per selection step: score the job's views, choose its batch, queue the
-        chosen samples; a short last pool (nothing to choose) only meets the other ranks."""
-        if job.prepared:
-            return
-        job.prepared = True
-        phase = phase_at(sl.phases, job.step)
-        if not phase.selects:
-            return
-        if not job.selects or job.chosen is not None:
-            if not job.selects:
-                sl.distributed.skip()  # as SelectionStep does for a short pool
-            return
-        t0 = time.perf_counter()
-        small = _views(sl, src, src.views(job))
-        t1 = time.perf_counter()
-        keys, k = sl._keys, bs
-        scores, losses, by = sl._scoring.score(small, keys, job.step, src.handle)
-        t2 = time.perf_counter()
-        index = sl._chooser.choose(scores, k, phase, work)
-        sel = losses.index_select(0, index)
-        n = job.indices.numel()
-        job.indices = job.indices[index.cpu()]
-        job.generator = work.get_state()
-        job.chosen = Selected(None, n, k, losses.mean(), sel.mean(),
-                              (t1 - t0, t2 - t1, time.perf_counter() - t2), by)
-        job.full = src.submit("full", job.indices, epoch, job.step)
-
-    try:
-        fill()
-        while jobs:
-            if token != cur.token:
-                raise RuntimeError("this SmartLoader iterator was superseded by a newer "
-                                   "iter(); use one iterator at a time")
-            job = jobs[0]
-            prepare(job)
-            if len(jobs) > 1:
-                prepare(jobs[1])  # one step ahead: scored before this step trains
-            t0 = time.perf_counter()
-            batch = src.full(job.full)
-            wait = time.perf_counter() - t0
-            if sl._keys is None:
-                sl._inspect_first(batch)
-            elif src.shape_from_views:
-                _full_shape(sl, src, batch)
-            jobs.popleft()
-            fill()  # the next step's loads start before this one trains
-            cur.consumed = job.first + job.take
-            if job.generator is not None:
-                gen.set_state(job.generator)
-            nxt = jobs[0] if jobs and jobs[0].chosen is not None else None
-            src.pending = None if nxt is None else _record(nxt)
-            phase = _enter_phase(sl)
-            if phase.selects and job.take < sl.config.pool_factor:
-                cur.short_pools += 1
-            if job.chosen is None and not phase.selects:
-                chosen = Selected(batch, None, None)  # a uniform step: as the wrapped batch
-            elif job.chosen is None:  # a short last pool, yielded as it is
-                n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
-                chosen = Selected(batch, n, n, times=(wait, 0.0, 0.0))
-            else:
-                c = job.chosen
-                chosen = Selected(batch, c.pool_size, c.size, c.pool_loss, c.selected_loss,
-                                  (c.times[0] + wait, c.times[1], c.times[2]), c.scored_by)
-            out = emit(sl, chosen, phase)
-            if chosen.scored_by is not None and host_reads_cheap(src.handle.device):
-                report_fallbacks(sl)
-            yield out
-        report_fallbacks(sl)
-        src.pending = None
-        cur.epoch, cur.mid_epoch, cur.consumed = epoch + 1, False, 0
-        done = True
-    finally:
-        if token == cur.token:
-            cur.active = False
-        if not done:  # a break, an exception or a dropped iterator: stop the workers
-            src.close()
-
-
-def _restore(job: _Job, rec: Mapping[str, Any]) -> None:
-    """The choice a saved state made for ``job`` (scored before the state was taken)."""
-    job.indices = rec["indices"].clone()
-    job.generator = rec["generator"].clone()
-    job.chosen = Selected(None, rec["pool_size"], job.indices.numel(),
-                          torch.tensor(rec["pool_loss"]), torch.tensor(rec["selected_loss"]),
-                          (0.0, 0.0, 0.0), "forward")
-
-
-def _record(job: _Job) -> dict:
-    if job.record is None:
-        c = job.chosen
-        job.record = {"step": job.step, "indices": job.indices.clone(),
-                      "pool_size": c.pool_size, "pool_loss": float(c.pool_loss),
-                      "selected_loss": float(c.selected_loss),
-                      "generator": job.generator.clone()}
-    return job.record
-
-
-def _views(sl: Any, src: TwoResolutionSource, small: Any) -> Any:
-    """A collated pool of views ready to score: a ``uint8`` image scaled to ``[0, 1]``
-    floats (as ``ToTensor`` does). The first pool also finds the fields and probes the
-    model on two views, so a model that cannot take them fails at once."""
-    cfg = sl.config
-    keys = sl._keys or inspect_first(small, cfg, src.handle, False)[0]
-    x = B.get_field(small, keys[0])
-    if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
-        small = B.replace_field(small, keys[0], x.float().div_(255))
-    if sl._keys is None:
-        sl._keys, _ = inspect_first(small, cfg, src.handle, True)
-        sl._input_shape = None  # a view's: the first full batch sets it
-        src.shape_from_views = True
-    return small
-
-
-def _full_shape(sl: Any, src: TwoResolutionSource, batch: Any) -> None:
-    x = B.get_field(batch, sl._keys[0])
-    sl._input_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None
-    src.shape_from_views = False

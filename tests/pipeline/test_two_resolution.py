@@ -419,8 +419,10 @@ def test_refused_datasets_and_loaders():
     ({"pool_source": {"type": "two_resolution", "cache": "yes"}}, "pool_source.cache"),
     ({"pool_source": {"type": "two_resolution", "cache_max_gb": 0}},
      "pool_source.cache_max_gb"),
-    ({"pool_source": {"type": "two_resolution"}, "replay": {"capacity": 8}},
-     "pool_source.type: two_resolution does not support replay"),
+    ({"pool_source": {"type": "two_resolution"}, "replay": {"capacity": 8, "device": "model"}},
+     "replay.device: model with pool_source two_resolution"),
+    ({"pool_source": {"type": "two_resolution"}, "replay": {"capacity": 8, "join_pool": True}},
+     "replay.join_pool: not supported with pool_source two_resolution"),
     ({"pool_source": {"type": "two_resolution"}, "score_resolution": 16},
      "score_resolution: 16 with pool_source two_resolution"),
     ({"pool_source": {"type": "two_resolution"}, "scorer": {"type": "proxy"}},
@@ -505,3 +507,36 @@ def test_a_custom_collate_fn_is_applied_to_the_chosen_samples():
         assert images.shape[-1] == FULL + 2 and labels == [0] * BS
         assert torch.equal(images, _pad_collate([Planted()[i] for i in index.tolist()])[0])
     assert sorted(i for b in batches for i in b[2].tolist()) == list(range(N))
+
+
+class _Recording(torch.nn.Module):
+    """The mean model, recording (grad mode, batch, h, w) of every forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = mean_model()
+        self.calls: set[tuple] = set()
+
+    def forward(self, x):
+        self.calls.add((torch.is_grad_enabled(), x.shape[0], x.shape[-2], x.shape[-1]))
+        return self.inner(x)
+
+
+def test_planned_shapes_are_the_shapes_the_model_sees():
+    """planned_shapes() on this path plans the scoring forward at pool_source.size (the
+    views as loaded) and the end of the epoch (62 samples: 2 uniform batches, 4 pools of
+    12, then the last 2 samples passed through); every shape the model sees is planned."""
+    phases = [{"name": "warmup", "steps": 2, "selection": "uniform"},
+              {"name": "select", "selection": "ranked", "beta": 1.0}]
+    model = _Recording()
+    sl = wrap(Planted(62), {**two_res(phases, workers=2), "total_steps": 8}, model=model)
+    seen = set()
+    for images, labels, _ in sl:
+        with torch.enable_grad():
+            model(images)
+        seen.add((True, images.shape[0], images.shape[-2], images.shape[-1]))
+    scoring = {c for c in model.calls if not c[0] and c[1] > 2}  # not the two-view probe
+    planned = {(p.grad, p.batch) + p.size for p in sl.planned_shapes()}
+    assert scoring == {(False, 2 * BS, SMALL, SMALL)}
+    assert seen == {(True, BS, FULL, FULL), (True, 2, FULL, FULL)}
+    assert scoring | seen <= planned

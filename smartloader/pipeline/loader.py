@@ -339,8 +339,9 @@ class SmartLoader:
 
     def _inspect_first(self, batch: Any) -> None:
         """Find the fields and probe the model on the first batch (see :mod:`.probe`)."""
-        self._keys, n = inspect_first(batch, self.config, self._handle,
-                                      any(p.selects for p in self._phases))
+        # on the two-resolution path the views are probed instead (their own size)
+        probe = self._pool_source is None and any(p.selects for p in self._phases)
+        self._keys, n = inspect_first(batch, self.config, self._handle, probe)
         x = B.get_field(batch, self._keys[0])
         self._input_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None
         if self._batch_size is None:

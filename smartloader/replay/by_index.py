@@ -62,6 +62,7 @@ class IndexReplay:
 
     def __init__(self, cfg: ReplayConfig, dataset_size: int, total_steps: int | None,
                  seed: int) -> None:
+        cfg.check_total_steps(total_steps)
         self.cfg = cfg
         self.memory = cfg.build_memory(dataset_size, model_device="cpu", seed=seed)
         self.total_steps = total_steps

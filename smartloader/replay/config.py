@@ -134,6 +134,13 @@ class ReplayConfig:
                             priority=self.priority, alpha=self.alpha, device=device,
                             pin_memory=pin_memory, seed=seed)
 
+    def check_total_steps(self, total_steps: int | None) -> None:
+        """A decaying EPR alpha needs the run's length: a ConfigError naming the key."""
+        if (self.priority == "epr" and self.alpha is not None and not self.alpha.is_constant
+                and total_steps is None):
+            raise ConfigError("replay.priority.alpha: a decaying alpha needs total_steps "
+                              "(give total_steps, or a constant alpha such as alpha: 0.5)")
+
     def build_scheduler(self, batch_size: int) -> ReplayScheduler:
         """The :class:`ReplayScheduler` for yielded batches of ``batch_size`` samples."""
         return ReplayScheduler(batch_size, mode=self.mode, k=self.k, fraction=self.fraction)

@@ -73,10 +73,7 @@ class ReplayStage:
                     f"replay.capacity: {cfg.capacity} is a fraction of the dataset, but its "
                     f"size is unknown ({type(loader).__name__} has no len(dataset), and no "
                     f"len() with a batch_size); give capacity as a number of samples")
-        if (cfg.priority == "epr" and cfg.alpha is not None and not cfg.alpha.is_constant
-                and total_steps is None):
-            raise ConfigError("replay.priority.alpha: a decaying alpha needs total_steps "
-                              "(give total_steps, or a constant alpha such as alpha: 0.5)")
+        cfg.check_total_steps(total_steps)
         try:
             self.memory = cfg.build_memory(size, model_device=model_device, seed=seed)
         except ConfigError:  # already names its key

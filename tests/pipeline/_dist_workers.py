@@ -211,3 +211,47 @@ def scenario_checkpoint(rank: int) -> dict:
     except StateError as e:
         out["wrong_rank"] = str(e)
     return out
+
+
+class _LowRes(PlantedDataset):
+    """PlantedDataset with the ``low_res`` the two-resolution path needs (its 4x4 images
+    are small already: the view is the sample)."""
+
+    def low_res(self, i: int, size: int):
+        return self[i]
+
+
+def _two_res_loader(rank: int, scope: str, phases, replay=None):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
+    loader = DataLoader(_LowRes(n=51, hard_every=4), batch_size=4, shuffle=True)
+    cfg = {"seed": 3, "pool_factor": 2, "selection_scope": scope, "phases": phases,
+           "pool_source": {"type": "two_resolution", "size": 8, "workers": 1,
+                           "timeout_s": 30.0}}
+    if replay is not None:
+        cfg["replay"] = replay
+    return ddp, opt, smartloader.wrap(loader, ddp, cfg)
+
+
+def scenario_two_resolution(rank: int) -> dict:
+    """pool_source two_resolution on 2 ranks: 51 samples, so each rank draws 26 (one padded
+    from the stream's start, as DistributedSampler pads), 7 batches of 4 per epoch."""
+    uniform = [{"name": "uniform", "selection": "uniform"}]
+    _, _, sl = _two_res_loader(rank, "local", uniform)
+    out: dict = {"len": len(sl), "uniform": _epochs(sl, 2)}
+    phases = [{"name": "warmup", "steps": 3, "selection": "uniform"},
+              {"name": "select", "selection": "ranked", "beta": 1.0}]
+    replay = {"capacity": 20, "mode": "steps", "k": 1,
+              "priority": {"type": "epr", "alpha": 0.5}}
+    out["resume"] = {}
+    for scope in ("local", "global"):
+        def build():
+            model, opt, loader = _two_res_loader(rank, scope, phases, replay)
+            return loader, model, opt
+        run = assert_resumes(build, 14, 6, train_step)
+        out["resume"][scope] = {
+            name: [(batch[2].tolist(), phase) for batch, (phase, _) in records]
+            for name, records in (("full", run.full), ("resumed", run.resumed))}
+    return out

@@ -163,3 +163,28 @@ def test_yaml_in_docs_distributed_loads():
     assert blocks
     for block in blocks:
         smartloader.load_config(yaml.safe_load(block))
+
+
+@pytest.mark.slow
+def test_two_resolution_shards_by_rank_and_resumes_each_rank_exactly(tmp_path):
+    """pool_source two_resolution under torch.distributed: each rank draws its shard of one
+    permutation per epoch (padded like DistributedSampler), both yield the same number of
+    batches, and with selection (local or global scope) and replay every rank resumes
+    exactly."""
+    res = run_ranks("two_resolution", tmp_path)
+    assert res[0]["len"] == res[1]["len"] == 7
+    for epoch in range(2):
+        shards = [sum(r["uniform"][epoch], []) for r in res]
+        assert [len(s) for s in shards] == [26, 26]
+        both = sorted(shards[0] + shards[1])
+        assert sorted(set(both)) == list(range(51))  # every sample, one padded twice
+        assert len(both) - len(set(both)) == 1
+    assert res[0]["uniform"][0] != res[0]["uniform"][1]  # a new permutation each epoch
+    for scope in ("local", "global"):
+        for r in res:
+            run = r["resume"][scope]
+            assert run["resumed"] == run["full"] and len(run["full"]) == 14
+        phases = [p for _, p in res[0]["resume"][scope]["full"]]
+        # replay steps are steps: the warm-up's 3 are a fresh one, its replay, a fresh one
+        assert phases[:3] == ["warmup"] * 3 and set(phases[3:]) == {"select"}
+    assert res[0]["resume"]["local"]["full"] != res[1]["resume"]["local"]["full"]

@@ -18,6 +18,9 @@ Each mode yields ``--steps`` batches of ``--batch-size`` after ``--warmup`` batc
 * ``two_resolution_cached``: the same with ``cache: true``; one whole first epoch is timed
   (``..._first_epoch_ips``: every view loads once), then ``--steps`` batches of the second
   epoch after ``--warmup`` (``two_resolution_cached_ips``: only the chosen samples load);
+* ``two_resolution_prefilled``: ``cache: true, cache_dir`` with the views put on disk once
+  before the passes (``smartloader.pipeline.view_cache.prefill`` into an emptied
+  ``--cache-dir``, timed apart: ``prefill``): the first epoch loads only the chosen samples;
 
 each once with the loader alone (the scoring forward is part of selection) and once with a
 small model's SGD step per batch. The full-size transform is a random crop resized to
@@ -38,6 +41,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import time
 
@@ -50,7 +54,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import smartloader  # noqa: E402
 from smartloader.sources.jpeg_folder import JPEGFolder  # noqa: E402
 
-MODES = ("uniform", "plain_selection", "two_resolution", "two_resolution_cached")
+MODES = ("uniform", "plain_selection", "two_resolution", "two_resolution_cached",
+         "two_resolution_prefilled")
 
 
 class RandomCrop:
@@ -91,8 +96,9 @@ def config(mode: str, args) -> dict:
         cfg["score_resolution"] = args.size
     else:
         cfg["pool_source"] = {"type": "two_resolution", "size": args.size,
-                              "workers": args.workers,
-                              "cache": mode == "two_resolution_cached"}
+                              "workers": args.workers, "cache": mode != "two_resolution"}
+        if mode == "two_resolution_prefilled":
+            cfg["pool_source"]["cache_dir"] = args.cache_dir
     return cfg
 
 
@@ -144,6 +150,14 @@ def measure(mode: str, with_model: bool, args, seed: int = 0) -> dict:
             "first_epoch_images_per_s": first}
 
 
+def _read_all(root: str) -> None:
+    """Read every file once, so that no mode pays for the first reads from disk."""
+    for base, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(base, name), "rb") as fh:
+                fh.read()
+
+
 def _summarise(result: dict, runs: dict) -> None:
     """The median of each key's runs, and each mode's ratio to uniform's median."""
     for key, values in runs.items():
@@ -167,6 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full", type=int, default=224, help="training size (px)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="passes over all modes; the figures are medians over them")
+    ap.add_argument("--cache-dir", default="/tmp/smartloader-bench-views",
+                    help="the view cache on disk of the prefilled mode")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results", "two_resolution.json"))
     args = ap.parse_args(argv)
@@ -179,6 +195,15 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": platform.processor() or platform.machine(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}}
+    from smartloader.pipeline.view_cache import prefill
+    _read_all(args.root)
+    shutil.rmtree(args.cache_dir, ignore_errors=True)  # the prefill is timed from empty
+    got = prefill(JPEGFolder(args.root), args.size, args.cache_dir, workers=args.workers,
+                  progress=False)
+    result["prefill"] = {"views": got["views"], "loaded": got["loaded"],
+                         "seconds": round(got["seconds"], 1),
+                         "views_per_s": round(got["loaded"] / max(got["seconds"], 1e-9), 1)}
+    print(f"prefill: {got['loaded']} views in {got['seconds']:.1f} s", flush=True)
     runs: dict[str, list[float]] = {}
     result["runs"] = runs
     for repeat in range(args.repeats):  # modes interleaved, so drift hits all alike

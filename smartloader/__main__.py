@@ -9,6 +9,7 @@ COMMANDS = {
     "validate": "check a config file and list every problem with its key path",
     "keys": "print every config key with its type, default and bounds (markdown table)",
     "preset": "print a shipped configuration (e.g. combined) as YAML",
+    "views": "fill the view cache on disk of a JPEG folder before training (two_resolution)",
 }
 
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "preset":
         from smartloader.tools.cli import preset_main
         return preset_main(rest)
+    if command == "views":
+        from smartloader.tools.views import views_main
+        return views_main(rest)
     raise AssertionError(command)
 
 

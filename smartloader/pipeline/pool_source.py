@@ -35,8 +35,14 @@ _TWO_RESOLUTION = Section("two_resolution", (
               "not yet cached: from the second epoch on a selection step loads only its "
               "chosen samples; low_res must be deterministic"),
     Field("cache_max_gb", "float", 4.0, minimum=0.0, min_exclusive=True,
-          doc="the largest view cache (GiB) allowed; a larger one is an error at the first "
-              "pool (raise this, lower size, or set cache: false)"),
+          doc="the largest view cache (GiB) allowed in memory; a larger one is an error at "
+              "the first pool (raise this, lower size, set cache_dir, or set cache: false); "
+              "a cache in cache_dir is on disk and not bounded by it"),
+    Field("cache_dir", "str", None, nullable=True,
+          doc="with cache: true, keep the views in files in this folder (memory-mapped, "
+              "one subfolder per dataset and size) instead of in memory: later runs, "
+              "resumed runs and other ranks on the machine reuse them, and smartloader "
+              "views fills them before training"),
 ), doc="SmartLoader draws the dataset indices; pools are scored on low_res views and only "
        "the chosen samples are loaded at full resolution")
 
@@ -60,6 +66,10 @@ def pool_source_problems(v: Mapping[str, Any], problems: list[str]) -> None:
     if not valid(v, "pool_source") or v["pool_source"] is None \
             or v["pool_source"]["type"] != "two_resolution":
         return
+    src = v["pool_source"]
+    if src["cache_dir"] is not None and not src["cache"]:
+        problems.append("pool_source.cache_dir: needs cache: true (the views are cached in "
+                        "that folder); add cache: true or remove cache_dir")
     replay = v["replay"] if valid(v, "replay") else None
     if replay is not None and replay["device"] != "cpu":
         problems.append(f"replay.device: {replay['device']} with pool_source two_resolution, "

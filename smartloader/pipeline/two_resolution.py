@@ -142,8 +142,9 @@ class TwoResolutionSource:
         self.view = _view(loader)
         self.per_rank = len(self.view.sampler)
         #: the loaded views (``cache: true``), kept across epochs; not part of the state
-        self.cache = ViewCache(len(self.dataset), spec["cache_max_gb"]) if spec["cache"] \
-            else None
+        self.cache = None if not spec["cache"] else ViewCache(
+            len(self.dataset), spec["cache_max_gb"]) if spec["cache_dir"] is None else \
+            ViewCache.on_disk(spec["cache_dir"], self.dataset, self.size)
         #: the last full batch's per-sample tensor fields (shape, dtype), or None
         self._layout: Any = None
 

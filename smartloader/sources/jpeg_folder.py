@@ -13,6 +13,7 @@ Nothing keeps a file open between calls, so a dataset is safe in DataLoader work
 """
 from __future__ import annotations
 
+import hashlib
 import operator
 import os
 import struct
@@ -238,6 +239,18 @@ class JPEGFolder(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f"JPEGFolder(root={self.root!r}, {len(self.samples)} images, "
                 f"{len(self.classes)} classes, on_corrupt={self.on_corrupt!r})")
+
+    def cache_key(self) -> str:
+        """What names this dataset's views in a view cache on disk
+        (``pool_source.cache_dir``): a digest of every file's path under ``root``, size and
+        modification time, the labels and ``on_corrupt``, so an added, removed or rewritten
+        file gives a new key (one ``stat`` per file)."""
+        h = hashlib.sha1(f"JPEGFolder:{self.on_corrupt}:{len(self.samples)}".encode())
+        for path, label in self.samples:
+            st = os.stat(path)
+            h.update(f"{os.path.relpath(path, self.root)}\0{label}\0{st.st_size}\0"
+                     f"{st.st_mtime_ns}\n".encode())
+        return f"JPEGFolder-{h.hexdigest()}"
 
     def __getitem__(self, index: int) -> tuple[Any, int, int]:
         """``(image, label, index)`` at full size: ``transform(rgb_image)`` if the dataset has

@@ -540,3 +540,16 @@ def test_planned_shapes_are_the_shapes_the_model_sees():
     assert scoring == {(False, 2 * BS, SMALL, SMALL)}
     assert seen == {(True, BS, FULL, FULL), (True, 2, FULL, FULL)}
     assert scoring | seen <= planned
+
+
+def test_every_yaml_block_of_the_page_loads():
+    import pathlib
+    import re
+
+    import yaml
+    page = pathlib.Path(__file__).resolve().parents[2] / "docs" / "two_resolution.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        cfg = smartloader.load_config(yaml.safe_load(block))
+        assert cfg.pool_source["type"] == "two_resolution"

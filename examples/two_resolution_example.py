@@ -3,7 +3,10 @@
 A dataset with ``low_res(index, size)`` (here: procedurally generated images, so the file
 runs as it is, on the CPU, in a few seconds) is wrapped with
 ``pool_source: {type: two_resolution}``: SmartLoader draws the indices, scores each pool on
-16-px views loaded in two worker processes, and loads only the chosen samples at 64 px.
+16-px views loaded in two worker processes (kept in memory after the first epoch:
+``cache: true``), and loads only the chosen samples at 64 px. A quarter of every batch is
+replayed from a memory that stores dataset indices, not images (``replay:``): replayed
+samples are loaded again at full resolution.
 
     python examples/two_resolution_example.py
 """
@@ -44,19 +47,27 @@ def main() -> None:
                                 torch.nn.Linear(16, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = DataLoader(Shapes(), batch_size=32, shuffle=True)
-    config = {"pool_source": {"type": "two_resolution", "size": 16, "workers": 2}}
+    config = {"pool_source": {"type": "two_resolution", "size": 16, "workers": 2,
+                              "cache": True},
+              "replay": {"capacity": 0.25, "mode": "mix", "fraction": 0.25}}
     epochs = 3
     loader = smartloader.wrap(loader, model, config, total_epochs=epochs)
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         for images, labels, _ in loader:
-            loss = F.cross_entropy(model(images), labels)
+            losses = F.cross_entropy(model(images), labels, reduction="none")
+            weights = loader.replay_weights   # 1 for fresh samples, mean 1 over replayed
             opt.zero_grad()
-            loss.backward()
+            (losses * weights).mean().backward()
             opt.step()
+            loader.report_losses(losses.detach())
         s = loader.stats
-        print(f"epoch {epoch}: {s.phase:8s} pool {s.pool_size:3d} -> {s.batch_size}, "
-              f"images {tuple(images.shape[1:])}, loss {float(loss.detach()):.3f}")
+        print(f"epoch {epoch}: {s.phase:8s} pool {s.pool_size:3d} -> {s.batch_size} "
+              f"({s.replayed} replayed), images {tuple(images.shape[1:])}, "
+              f"loss {float(losses.mean()):.3f}")
+    memory = loader.replay_memory
+    print(f"replay memory: {len(memory)} samples in {memory.nbytes} bytes (indices and "
+          f"seeds: {memory.bytes_per_sample} bytes a sample)")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ runs its own end-of-epoch code.
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, Iterator
 
 import torch
@@ -25,12 +24,12 @@ import torch
 from smartloader.common import batch as B
 from smartloader.common.epochs import forward_set_epoch, mix_seed
 from smartloader.config.phases import Phase, phase_at
-from smartloader.pipeline.stats import StepStats, materialize
 from smartloader.pipeline import step as _step
 from smartloader.pipeline import two_resolution_epoch
+from smartloader.pipeline.emit import emit, enter_phase, report_fallbacks
 from smartloader.pipeline.step import Selected
 
-__all__ = ["run_epoch", "emit", "report_fallbacks"]
+__all__ = ["run_epoch"]
 
 logger = logging.getLogger("smartloader")
 
@@ -101,7 +100,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             if sl._keys is None:
                 sl._inspect_first(batch)
             if not pool:
-                phase = _enter_phase(sl)
+                phase = enter_phase(sl)
             if not phase.selects:
                 batch = sl._replay.fresh(batch, sl._keys, None, phase.replay, cur.step,
                                         sl.magnitude)
@@ -147,26 +146,6 @@ def _select(sl: Any, pool: list, sizes: list[int], phase: Phase) -> Any:
     return emit(sl, chosen, phase)
 
 
-def _enter_phase(sl: Any) -> Phase:
-    cur = sl._cursor
-    step = cur.step
-    sl._schedules.begin_step(step)
-    phase = cur.phase
-    if phase is not None and step in phase:
-        return phase  # the common case: still in the phase of the last pool
-    phase = cur.phase = phase_at(sl._phases, step)
-    if phase.name != sl._last_phase:
-        logger.info("step %d: phase %r (%s%s)", step, phase.name, phase.selection,
-                    f", beta {phase.beta:g}" if phase.selects else "")
-        sl._last_phase = phase.name
-    total = sl.config.total_steps
-    if sl._warn_past_end and step >= sl._run_end:
-        logger.warning("step %d is past total_steps %d; phase %r goes on", step, total,
-                       phase.name)
-        sl._warn_past_end = False
-    return phase
-
-
 def _replays(sl: Any) -> Iterator[Any]:
     """The replay steps owed after a fresh batch (``replay: {mode: steps}``), one step each."""
     while sl._replay.pending > 0:
@@ -177,58 +156,3 @@ def _replays(sl: Any) -> Iterator[Any]:
             return
         n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
         yield emit(sl, Selected(batch, n, n), phase_at(sl.phases, step))
-
-
-def emit(sl: Any, chosen: Selected, phase: Phase) -> Any:
-    """The transform stages, the step's numbers, the step count and the callback.
-
-    The numbers are kept as a tuple and become a :class:`StepStats` only when read
-    (``loader.stats``, or a callback), so a uniform pass-through step costs a few
-    microseconds."""
-    cur = sl._cursor
-    keys = sl._keys
-    sl._scoring.remember(chosen.batch, keys)
-    batch = sl._transform(chosen.batch, keys)
-    batch, res, mag = sl._schedules.finish(batch, keys[0], cur.step)
-    scoring, replay = sl._scoring, sl._replay
-    graphs = None if not sl._compile.active else sl._compile.observe(
-        cur.step, B.get_field(batch, keys[0]),
-        sl._handle.last_shape if chosen.scored_by == "forward" else None)
-    cur.last = (cur.step, cur.epoch, phase, chosen, res, mag, sl._chooser.fallbacks,
-                cur.short_pools, scoring.forwards, scoring.skipped, scoring.flagged,
-                replay.replayed, None if replay.memory is None else replay.memory.nbytes,
-                scoring.train_time_s, graphs)
-    cur.step += 1
-    if sl._callback is not None:
-        sl._callback(materialize(step_stats(cur.last, keys)))
-    return batch
-
-
-def step_stats(last: tuple, keys: tuple) -> StepStats:
-    """The :class:`StepStats` of the numbers :func:`emit` kept."""
-    (step, epoch, phase, chosen, res, mag, fallbacks, short_pools, forwards, skipped,
-     flagged, replayed, nbytes, train_s, graphs) = last
-    size = chosen.size
-    if size is None:  # a pass-through batch: its size is read only now
-        size = B.batch_size_of(B.get_field(chosen.batch, keys[0]))
-    return StepStats(
-        step=step, epoch=epoch, phase=phase.name, selection=phase.selection, beta=phase.beta,
-        pool_size=size if chosen.pool_size is None else chosen.pool_size, batch_size=size,
-        pool_loss_mean=chosen.pool_loss, selected_loss_mean=chosen.selected_loss,
-        pool_time_s=chosen.times[0], score_time_s=chosen.times[1],
-        select_time_s=chosen.times[2], uniform_fallbacks=fallbacks, short_pools=short_pools,
-        scored_by=chosen.scored_by, scoring_forwards=forwards, forwards_skipped=skipped,
-        noisy_flagged=flagged, replayed=replayed, replay_nbytes=nbytes, resolution=res,
-        magnitude=mag, scorer_train_time_s=train_s, compiled_graphs=graphs)
-
-
-def report_fallbacks(sl: Any) -> None:
-    """Warn once about pools drawn uniformly because of NaN/inf scores since the last call."""
-    total = int(sl._chooser.fallbacks)
-    if total > sl._fallbacks_reported:
-        msg = (f"smartloader: {total - sl._fallbacks_reported} step(s) had NaN or infinite "
-               f"scoring losses and drew their batch uniformly (step {sl._cursor.step}; "
-               f"{total} in total)")
-        logger.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        sl._fallbacks_reported = total

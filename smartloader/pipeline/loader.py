@@ -25,7 +25,8 @@ from smartloader.errors import StateError
 from smartloader.pipeline.capabilities import on_wrap as _adapter_hook
 from smartloader.pipeline.compile_watch import CompileWatch, epoch_layout
 from smartloader.pipeline.distributed import DistributedSync
-from smartloader.pipeline.epoch import run_epoch, step_stats
+from smartloader.pipeline.emit import step_stats
+from smartloader.pipeline.epoch import run_epoch
 from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.run_length import by_epochs, warn_unreached
 from smartloader.pipeline.distributed import world

@@ -51,7 +51,7 @@ class Cursor:
     generator: torch.Generator | None = field(default=None, repr=False)
     #: the phase of the last pool (a cache: phase_at runs only when a step leaves it)
     phase: Any = field(default=None, repr=False)
-    #: the numbers of the last yielded batch, as ``epoch.emit`` kept them (``loader.stats``)
+    #: the numbers of the last yielded batch, as ``emit.emit`` kept them (``loader.stats``)
     last: tuple | None = field(default=None, repr=False)
     #: a loaded state of the wrapped loader, handed to it when the next iterator starts
     loader_state: Any = field(default=None, repr=False)

@@ -14,7 +14,7 @@ replay     memory in / out (``replay:``)           :mod:`smartloader.replay.stag
 ========== ======================================= =========================================
 
 The transform stages (MixUp/CutMix, the resolution schedule's resize) run on every yielded
-batch, uniform ones too, in :func:`smartloader.pipeline.epoch.emit`.
+batch, uniform ones too, in :func:`smartloader.pipeline.emit.emit`.
 """
 from __future__ import annotations
 

@@ -205,12 +205,12 @@ class TwoResolutionSource:
         """The ``replay:`` memory of this path: dataset indices and load seeds."""
         return IndexReplay(cfg, len(self.dataset), total_steps, seed)
 
-    def submit_views(self, job: "_Job", epoch: int) -> None:
+    def submit_views(self, job: Any, epoch: int) -> None:
         """Queue the views of ``job``'s pool (with the cache: those not cached yet)."""
         job.need = job.indices if self.cache is None else self.cache.missing(job.indices)
         job.low = self.submit("low", job.need, epoch, job.step) if job.need.numel() else []
 
-    def views(self, job: "_Job") -> Any:
+    def views(self, job: Any) -> Any:
         """The collated views of ``job``'s pool, in its order."""
         if self.cache is None:
             return self.collect(job.low)

@@ -13,7 +13,7 @@ index stream (one batch, or ``pool_factor`` batches to select from), a replay st
    and a replay step draws its batch from it (:class:`~smartloader.replay.by_index.IndexReplay`);
    then the batch's full-resolution samples are queued;
 3. **yielded**: its samples are collected and go through
-   :func:`~smartloader.pipeline.epoch.emit` like any other step.
+   :func:`~smartloader.pipeline.emit.emit` like any other step.
 
 Because step ``t + 1`` is planned before step ``t`` is yielded, a state taken after step
 ``t`` holds that plan (``state.pool_source.pending``); a resumed run uses it instead of
@@ -33,6 +33,7 @@ from smartloader.common import batch as B
 from smartloader.common.epochs import mix_seed
 from smartloader.config.phases import phase_at
 from smartloader.config.steps import epoch_steps
+from smartloader.pipeline.emit import emit, enter_phase, report_fallbacks
 from smartloader.pipeline.probe import inspect_first
 from smartloader.pipeline.step import Selected, host_reads_cheap
 from smartloader.pipeline.two_resolution import TwoResolutionSource
@@ -64,7 +65,6 @@ class _Job:
 
 def run_epoch(sl: Any, token: int) -> Iterator[Any]:
     """One epoch of ``sl`` on the two-resolution path."""
-    from smartloader.pipeline.epoch import _enter_phase, emit, report_fallbacks
     src: TwoResolutionSource = sl._pool_source
     replay = sl._replay if isinstance(sl._replay, IndexReplay) else None
     cur = sl._cursor
@@ -184,7 +184,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
                 n = B.batch_size_of(B.get_field(batch, sl._keys[0]))
                 chosen = Selected(batch, n, n, times=(wait, 0.0, 0.0))
             else:
-                phase = _enter_phase(sl)
+                phase = enter_phase(sl)
                 chosen = _selected(sl, job, batch, phase, wait)
             if replay is not None:
                 replay.yielded(job.rows)

@@ -553,3 +553,19 @@ def test_every_yaml_block_of_the_page_loads():
     for block in blocks:
         cfg = smartloader.load_config(yaml.safe_load(block))
         assert cfg.pool_source["type"] == "two_resolution"
+
+
+def test_the_example_runs_as_it_is():
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, os.path.join(root, "examples",
+                                                       "two_resolution_example.py")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == ["epoch 0", "epoch 1", "epoch 2"]
+    assert "(8 replayed), images (3, 64, 64)" in lines[2]
+    assert lines[3] == ("replay memory: 128 samples in 2560 bytes (indices and seeds: 16 "
+                        "bytes a sample)")

@@ -9,13 +9,11 @@ import sys
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 import smartloader
 from smartloader import ConfigError
 from smartloader.pipeline.view_cache import ViewCache, prefill
-from smartloader.pipeline.workers import WorkerError
-from test_two_resolution import BS, SELECT, SMALL, Planted, mean_model, two_res, wrap
+from test_two_resolution import BS, SELECT, SMALL, Planted, two_res, wrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

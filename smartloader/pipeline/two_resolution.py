@@ -45,10 +45,11 @@ from typing import Any, Mapping
 
 import torch
 
+from smartloader.common import batch as B
 from smartloader.common.epochs import mix_seed
 from smartloader.common.state import StateError, check_int, show, strict_keys
 from smartloader.pipeline.distributed import world
-from smartloader.pipeline.view_cache import ViewCache
+from smartloader.pipeline.view_cache import ViewCache, not_deterministic, same_views
 from smartloader.pipeline.batch_buffer import assemble, buffer_for, layout_of
 from smartloader.pipeline.workers import SampleWorkers
 from smartloader.replay.by_index import IndexReplay, check_rows
@@ -145,6 +146,8 @@ class TwoResolutionSource:
         self.cache = None if not spec["cache"] else ViewCache(
             len(self.dataset), spec["cache_max_gb"]) if spec["cache_dir"] is None else \
             ViewCache.on_disk(spec["cache_dir"], self.dataset, self.size)
+        #: whether low_res was seen to give the same view twice (cache: true)
+        self._checked = False
         #: the last full batch's per-sample tensor fields (shape, dtype), or None
         self._layout: Any = None
 
@@ -215,7 +218,14 @@ class TwoResolutionSource:
         if self.cache is None:
             return self.collect(job.low)
         if job.low:
-            self.cache.store(job.need, self.collect(job.low))
+            views = self.collect(job.low)
+            if not self._checked:  # once: the first view again, seeded differently
+                self._checked = True
+                again = self.collect(self.submit("low", job.need[:1], 0, 0,
+                                                 torch.tensor([0x5EED])))
+                if not same_views(B.take(views, torch.arange(1), job.need.numel()), again):
+                    raise not_deterministic(int(job.need[0]), self.size)
+            self.cache.store(job.need, views)
         return self.cache.take(job.indices)
 
     def collect(self, tickets: list[tuple[int, int, int, Any]]) -> Any:

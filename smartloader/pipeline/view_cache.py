@@ -245,6 +245,36 @@ def _atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def same_views(a: Any, b: Any) -> bool:
+    """Whether two collated batches of views are equal, field by field."""
+    same = [True]
+
+    def leaf(items: Sequence[Any]) -> Any:
+        x, y = items
+        if isinstance(x, torch.Tensor):
+            same[0] &= isinstance(y, torch.Tensor) and x.shape == y.shape and bool(
+                torch.equal(x, y))
+        elif isinstance(x, np.ndarray):
+            same[0] &= bool(np.array_equal(x, y))
+        else:
+            same[0] &= x == y
+        return x
+
+    try:
+        B._map([a, b], leaf)
+    except ValueError:  # different structures
+        return False
+    return same[0]
+
+
+def not_deterministic(index: int, size: int) -> ValueError:
+    return ValueError(
+        f"pool_source.cache: low_res({index}, {size}) returned different views on two "
+        f"loads (seeded differently): low_res draws random numbers, so a cached view would "
+        f"be its first draw forever; make low_res deterministic (no random transform) or "
+        f"set cache: false")
+
+
 def dataset_key(dataset: Any) -> str:
     """What names a dataset's views on disk: its ``cache_key()`` if it has one (a
     :class:`~smartloader.sources.jpeg_folder.JPEGFolder`'s covers every file's path, size
@@ -284,6 +314,11 @@ def prefill(dataset: Any, size: int, cache_dir: str, *, workers: int = 2, chunk:
     try:
         parts = [need[a:a + chunk] for a in range(0, need.numel(), chunk)]
         tickets: list[tuple[int, torch.Tensor]] = []
+        if parts:  # the first view twice, seeded differently: low_res must not draw
+            first = int(parts[0][0])
+            a, b = (pool.result(pool.submit("low", [first], [s])) for s in (1, 2))
+            if not same_views(a, b):
+                raise not_deterministic(first, size)
         for i, part in enumerate(parts):  # keep every worker busy, two tickets each
             tickets.append((pool.submit("low", part.tolist(), [0] * part.numel()), part))
             while len(tickets) > 2 * workers or (i == len(parts) - 1 and tickets):

@@ -63,8 +63,11 @@ def _describe(config) -> list[str]:
         scoring = (f"low_res views at {src['size']} px (pool_source two_resolution: "
                    f"{src['workers']} worker process(es) load the views and then only the "
                    f"chosen samples at full resolution; each pool is scored one step ahead; "
-                   + (f"views cached in memory, at most {src['cache_max_gb']:g} GiB)"
-                      if src["cache"] else "views not cached: cache false)"))
+                   + (f"views cached in {src['cache_dir']} (on disk; smartloader views "
+                      f"fills it before training))" if src["cache"] and src["cache_dir"]
+                      else f"views cached in memory, at most {src['cache_max_gb']:g} GiB)"
+                      if src["cache"] else "views not cached: every pool decodes its views; "
+                      "cache: true loads each once)"))
     lines.append(f"scoring: {scoring}")
     return lines
 

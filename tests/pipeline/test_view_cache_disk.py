@@ -144,3 +144,23 @@ def test_views_command_fills_the_folder_of_a_jpeg_folder(tmp_path):
     os.utime(ds.samples[0][0], ns=(1, 1))  # a rewritten file: another key, another folder
     assert ViewCache.on_disk(str(tmp_path / "views"), JPEGFolder(tmp_path / "jpegs"),
                              16).cached == 0
+
+
+class RandomViews(Planted):
+    """A low_res that draws noise from the global RNG: its views must not be cached."""
+
+    def cache_key(self):
+        return "random-views"
+
+    def low_res(self, i, size):
+        image, label, index = super().low_res(i, size)
+        return image + torch.rand(1), label, index
+
+
+def test_a_low_res_that_draws_random_numbers_is_refused_by_the_cache(tmp_path):
+    message = r"pool_source.cache: low_res\(\d+, 8\) returned different views on two loads"
+    with pytest.raises(ValueError, match=message):
+        list(wrap(RandomViews(), two_res(SELECT, workers=2, cache=True)))
+    with pytest.raises(ValueError, match=message):
+        prefill(RandomViews(), SMALL, str(tmp_path), progress=False)
+    assert len(list(wrap(RandomViews(), two_res(SELECT, workers=2)))) == 5  # uncached: fine

@@ -118,7 +118,9 @@ def test_plan_total_epochs_needs_and_uses_batches_per_epoch(tmp_path, capsys):
 
 @pytest.mark.parametrize("cache, shown", [
     ("true, cache_max_gb: 2", "views cached in memory, at most 2 GiB"),
-    ("false", "views not cached: cache false"),
+    ("false", "views not cached: every pool decodes its views; cache: true loads each once"),
+    ("true, cache_dir: /data/views", "views cached in /data/views (on disk; smartloader views "
+                                     "fills it before training)"),
 ])
 def test_plan_shows_the_two_resolution_view_cache(tmp_path, capsys, cache, shown):
     cfg = tmp_path / "c.yaml"

@@ -86,7 +86,7 @@ def _fmt(reads) -> str:
 
 def _is_epoch_end_report(reads) -> bool:
     return (len(reads) == 1 and reads[0].op == "aten._local_scalar_dense.default"
-            and reads[0].where.startswith("smartloader/pipeline/epoch.py:")
+            and reads[0].where.startswith("smartloader/pipeline/emit.py:")
             and reads[0].where.endswith(" in report_fallbacks"))
 
 

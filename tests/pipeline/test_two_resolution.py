@@ -569,3 +569,20 @@ def test_the_example_runs_as_it_is():
     assert "(8 replayed), images (3, 64, 64)" in lines[2]
     assert lines[3] == ("replay memory: 128 samples in 2560 bytes (indices and seeds: 16 "
                         "bytes a sample)")
+
+
+def test_a_resolution_schedule_resizes_the_loaded_batches_as_on_the_default_path():
+    """The schedules run on this path as on the other: a progressive resolution (16 px,
+    then 24, then 32) resizes each yielded batch, uniform and selected alike, and the
+    scoring views stay at pool_source.size."""
+    phases = [{"name": "warmup", "steps": 2, "selection": "uniform"},
+              {"name": "select", "selection": "ranked", "beta": 1.0}]
+    cfg = {**two_res(phases, workers=2), "total_steps": 6,
+           "resolution": {"type": "progressive", "min": 16, "max": 32, "start": 0.0,
+                          "end": 0.99, "increment": 8}}
+    model = _Recording()
+    sl = wrap(Planted(), cfg, model=model)
+    sides = [images.shape[-1] for images, _, _ in sl]
+    want = [int(sl._schedules.resolution_at(s)) for s in range(6)]
+    assert sides == want and sides[0] == 16 and sides[-1] == 32 and len(set(sides)) == 3
+    assert {c[2] for c in model.calls if not c[0] and c[1] > 2} == {SMALL}

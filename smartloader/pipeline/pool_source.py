@@ -11,19 +11,43 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from smartloader.common.readers import as_int
 from smartloader.common.spec import Field, Section, Typed, valid
+from smartloader.errors import ConfigError
 
-__all__ = ["POOL_SOURCE", "pool_source_problems"]
+__all__ = ["POOL_SOURCE", "pool_source_problems", "resolve_workers"]
 
 _LOADER = Section("loader", (), doc="batches of the wrapped loader (the default)")
+
+#: ``workers: auto`` with a DataLoader of ``num_workers=0``
+DEFAULT_WORKERS = 2
+
+
+def _workers(value: Any, path: str) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise ConfigError(f"{path}: must be an integer >= 1 or auto, got {value!r}")
+    return as_int(value, path, minimum=1)
+
+
+def resolve_workers(workers: Any, loader: Any) -> int:
+    """``pool_source.workers`` for ``loader``: an int as given; auto: its ``num_workers``,
+    or :data:`DEFAULT_WORKERS` without any."""
+    if workers != "auto":
+        return workers
+    n = getattr(loader, "num_workers", 0)
+    return n if isinstance(n, int) and n > 0 else DEFAULT_WORKERS
 
 _TWO_RESOLUTION = Section("two_resolution", (
     Field("size", "int", 64, minimum=8,
           doc="side (px) of the low-resolution views the pool is scored at: the dataset's "
               "low_res(index, size) returns them; score_resolution is not used"),
-    Field("workers", "int", 2, minimum=1,
+    Field("workers", "any", "auto", parse=_workers, type_doc="int or auto",
+          bounds_doc=">= 1",
           doc="worker processes that load the views and the chosen full-resolution samples "
-              "(started at the first iter(), kept across epochs)"),
+              "(started at the first iter(), kept across epochs); auto: the DataLoader's "
+              "num_workers, 2 if it has none (the path needs worker processes)"),
     Field("lookahead", "int", 2, minimum=1,
           doc="steps ahead whose samples are being loaded while the current step trains; "
               "the next pool is always scored one step ahead"),

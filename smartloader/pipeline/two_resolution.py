@@ -49,6 +49,7 @@ from smartloader.common import batch as B
 from smartloader.common.epochs import mix_seed
 from smartloader.common.state import StateError, check_int, show, strict_keys
 from smartloader.pipeline.distributed import world
+from smartloader.pipeline.pool_source import resolve_workers
 from smartloader.pipeline.view_cache import ViewCache, not_deterministic, same_views
 from smartloader.pipeline.batch_buffer import assemble, buffer_for, layout_of
 from smartloader.pipeline.workers import SampleWorkers
@@ -127,7 +128,8 @@ class TwoResolutionSource:
         self.batch_size: int = loader.batch_size
         self.collate = loader.collate_fn
         self.drop_last = bool(loader.drop_last)
-        self.size, self.workers = spec["size"], spec["workers"]
+        self.size = spec["size"]
+        self.workers = resolve_workers(spec["workers"], loader)
         self.lookahead, self.timeout_s = spec["lookahead"], spec["timeout_s"]
         self.seed = seed
         self.rank, self.world = world()

@@ -61,7 +61,9 @@ def _describe(config) -> list[str]:
     src = config.pool_source
     if src is not None and src["type"] == "two_resolution":
         scoring = (f"low_res views at {src['size']} px (pool_source two_resolution: "
-                   f"{src['workers']} worker process(es) load the views and then only the "
+                   + ("the DataLoader's num_workers (2 without)" if src["workers"] == "auto"
+                      else f"{src['workers']}") + " worker process(es) load the views and "
+                   "then only the "
                    f"chosen samples at full resolution; each pool is scored one step ahead; "
                    + (f"views cached in {src['cache_dir']} (on disk; smartloader views "
                       f"fills it before training))" if src["cache"] and src["cache_dir"]

@@ -586,3 +586,19 @@ def test_a_resolution_schedule_resizes_the_loaded_batches_as_on_the_default_path
     want = [int(sl._schedules.resolution_at(s)) for s in range(6)]
     assert sides == want and sides[0] == 16 and sides[-1] == 32 and len(set(sides)) == 3
     assert {c[2] for c in model.calls if not c[0] and c[1] > 2} == {SMALL}
+
+
+def test_workers_follow_the_dataloaders_num_workers_unless_given():
+    def workers(num_workers, **spec):
+        dl = DataLoader(Planted(), batch_size=BS, shuffle=True, num_workers=num_workers)
+        cfg = {"phases": SELECT, "pool_source": {"type": "two_resolution", "size": SMALL,
+                                                 **spec}}
+        return smartloader.wrap(dl, mean_model(), cfg)._pool_source.workers
+
+    assert workers(3) == 3 and workers(0) == 2 and workers(3, workers=1) == 1
+    with pytest.raises(ConfigError, match="pool_source.workers: must be an integer >= 1 or "
+                                          "auto, got 'many'"):
+        smartloader.load_config({"pool_source": {"type": "two_resolution",
+                                                 "workers": "many"}})
+    with pytest.raises(ConfigError, match="pool_source.workers"):
+        smartloader.load_config({"pool_source": {"type": "two_resolution", "workers": 0}})

@@ -20,7 +20,8 @@ import torch
 
 _PLAIN = (str, bytes, int, float, bool, type(None))
 
-__all__ = ["resolve_key", "get_field", "replace_field", "batch_size_of", "concat_batches", "take"]
+__all__ = ["resolve_key", "get_field", "replace_field", "batch_size_of", "concat_batches", "take",
+           "pin"]
 
 
 def _is_namedtuple(x: Any) -> bool:
@@ -190,3 +191,14 @@ def replace_field(batch: Any, key: Sequence, value: Any) -> Any:
         items[head] = replace_field(items[head], rest, value)
         return items if isinstance(batch, list) else type(batch)(items)
     raise TypeError(f"cannot replace field {head!r} in a {type(batch).__name__}")
+
+
+def pin(batch: Any) -> Any:
+    """``batch`` with every CPU tensor in page-locked memory (as a DataLoader with
+    ``pin_memory=True`` yields it), so copies to the accelerator can be asynchronous."""
+
+    def leaf(items: Sequence[Any]) -> Any:
+        x = items[0]
+        return x.pin_memory() if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x
+
+    return _map([batch], leaf)

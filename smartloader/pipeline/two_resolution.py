@@ -128,6 +128,11 @@ class TwoResolutionSource:
         self.batch_size: int = loader.batch_size
         self.collate = loader.collate_fn
         self.drop_last = bool(loader.drop_last)
+        # what the DataLoader's own workers would have been given
+        self.worker_init_fn = loader.worker_init_fn
+        self.context = loader.multiprocessing_context
+        #: pin the batches (the DataLoader's pin_memory; only with an accelerator)
+        self.pin = bool(loader.pin_memory) and torch.cuda.is_available()
         self.size = spec["size"]
         self.workers = resolve_workers(spec["workers"], loader)
         self.lookahead, self.timeout_s = spec["lookahead"], spec["timeout_s"]
@@ -172,7 +177,7 @@ class TwoResolutionSource:
     def pool(self) -> SampleWorkers:
         if self._pool is None or self._pool.closed:
             self._pool = SampleWorkers(self.dataset, self.workers, self.size, self.timeout_s,
-                                       self.collate)
+                                       self.collate, self.worker_init_fn, self.context)
         return self._pool
 
     @property
@@ -240,7 +245,7 @@ class TwoResolutionSource:
         """The full-resolution batch of ``tickets`` (its layout shapes the next buffers)."""
         batch = self.collect(tickets)
         self._layout = layout_of(batch, sum(t[1] for t in tickets))
-        return batch
+        return B.pin(batch) if self.pin else batch
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -48,7 +48,11 @@ class WorkerError(RuntimeError):
     """A sample failed to load in a worker process, or a worker stopped."""
 
 
-def _context():
+def _context(context: Any = None):
+    """The multiprocessing context: ``context`` (a name or a context, as a DataLoader's
+    ``multiprocessing_context``), else ``fork`` where the platform has it, else ``spawn``."""
+    if context is not None:
+        return tmp.get_context(context) if isinstance(context, str) else context
     methods = tmp.get_all_start_methods()
     return tmp.get_context("fork" if "fork" in methods else "spawn")
 
@@ -197,8 +201,16 @@ def _stack_into(samples: list, out: Any, at: int) -> Any:
     return _write(out, batch, at)
 
 
-def _loop(dataset: Any, size: int, collate: Any, tasks: Any, results: Any) -> None:
+def _loop(dataset: Any, size: int, collate: Any, tasks: Any, results: Any,
+          worker: int = 0, init: Any = None) -> None:
     torch.set_num_threads(1)  # as a DataLoader worker: the processes share the cores
+    if init is not None:
+        try:
+            init(worker)
+        except Exception:
+            results.put((None, None, f"worker_init_fn({worker}) failed in worker process "
+                                     f"{worker}:\n{traceback.format_exc()}"))
+            return
     while True:
         task = tasks.get()
         if task is None:
@@ -256,16 +268,22 @@ class SampleWorkers:
         size: the side passed to ``low_res``.
         collate: collates one ticket's samples in the worker (picklable under ``spawn``).
         timeout_s: the longest :meth:`result` waits for one ticket.
+        init: called as ``init(worker_id)`` in each process before its first sample (a
+            DataLoader's ``worker_init_fn``); an exception in it fails the next
+            :meth:`result` with its traceback.
+        context: a multiprocessing context or its name (a DataLoader's
+            ``multiprocessing_context``); default ``fork`` where there is one, else
+            ``spawn``.
     """
 
     def __init__(self, dataset: Any, workers: int, size: int, timeout_s: float,
-                 collate: Any) -> None:
-        ctx = _context()
+                 collate: Any, init: Any = None, context: Any = None) -> None:
+        ctx = _context(context)
         self.timeout_s = timeout_s
         self._tasks = ctx.Queue()
         self._results = ctx.Queue()
         self._procs = [ctx.Process(target=_loop, args=(dataset, size, collate, self._tasks,
-                                                       self._results),
+                                                       self._results, w, init),
                                    name=f"smartloader-worker-{w}", daemon=True)
                        for w in range(workers)]
         for p in self._procs:

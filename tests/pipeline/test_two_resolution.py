@@ -602,3 +602,45 @@ def test_workers_follow_the_dataloaders_num_workers_unless_given():
                                                  "workers": "many"}})
     with pytest.raises(ConfigError, match="pool_source.workers"):
         smartloader.load_config({"pool_source": {"type": "two_resolution", "workers": 0}})
+
+
+_INIT_DIR = {"path": ""}
+
+
+def _mark_worker(worker_id: int) -> None:
+    """A worker_init_fn: leaves a file named after the worker and its process."""
+    open(os.path.join(_INIT_DIR["path"], f"w{worker_id}-{os.getpid()}"), "w").close()
+
+
+def _failing_init(worker_id: int) -> None:
+    raise OSError("cannot open the shard file")
+
+
+def test_the_dataloaders_worker_init_fn_and_context_reach_the_workers(tmp_path):
+    """worker_init_fn runs once in every worker process, with its id; an exception in it
+    is an error naming it; multiprocessing_context picks how the workers start."""
+    _INIT_DIR["path"] = str(tmp_path)
+    dl = DataLoader(Planted(), batch_size=BS, shuffle=True, num_workers=2,
+                    worker_init_fn=_mark_worker)
+    sl = smartloader.wrap(dl, mean_model(), two_res(SELECT, workers=2))
+    assert len(list(sl)) == N // (2 * BS)
+    pids = sl._pool_source.worker_pids
+    assert sorted(os.listdir(tmp_path)) == sorted(f"w{w}-{p}" for w, p in enumerate(pids))
+    sl._pool_source.close()
+    dl = DataLoader(Planted(), batch_size=BS, num_workers=1, worker_init_fn=_failing_init)
+    with pytest.raises(WorkerError, match=r"(?s)worker_init_fn\(0\) failed .*cannot open "
+                                          r"the shard file"):
+        list(smartloader.wrap(dl, mean_model(), two_res(SELECT, workers=1)))
+    dl = DataLoader(Planted(24), batch_size=BS, num_workers=1,
+                    multiprocessing_context="spawn")
+    sl = smartloader.wrap(dl, mean_model(), two_res(SELECT, workers=1))
+    assert [b[2].numel() for b in sl] == [BS, BS]
+    assert sl._pool_source._pool._procs[0]._start_method == "spawn"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pin_memory_pins_the_yielded_batches():
+    dl = DataLoader(Planted(), batch_size=BS, shuffle=True, pin_memory=True)
+    sl = smartloader.wrap(dl, mean_model(), two_res(SELECT, workers=2))
+    assert all(b[0].is_pinned() for b in sl)

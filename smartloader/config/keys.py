@@ -20,7 +20,7 @@ from smartloader.errors import ConfigError
 from smartloader.config.phases import (DEFAULT_PHASES, DEFAULT_PHASES_OPEN_ENDED, PHASE,
                                         SELECTIONS, describe_phases, length_problems)
 from smartloader.config.strategies import STRATEGY_FIELDS, strategy_problems
-from smartloader.pipeline.pool_source import POOL_SOURCE, pool_source_problems
+from smartloader.config.pool_source import POOL_SOURCE, pool_source_problems
 from smartloader.replay.config import REPLAY
 from smartloader.schedules import SCHEDULE_FIELDS, schedule_problems
 

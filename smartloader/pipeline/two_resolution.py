@@ -49,7 +49,7 @@ from smartloader.common import batch as B
 from smartloader.common.epochs import mix_seed
 from smartloader.common.state import StateError, check_int, show, strict_keys
 from smartloader.pipeline.distributed import world
-from smartloader.pipeline.pool_source import resolve_workers
+from smartloader.config.pool_source import resolve_workers
 from smartloader.pipeline.view_cache import ViewCache, not_deterministic, same_views
 from smartloader.pipeline.batch_buffer import assemble, buffer_for, layout_of
 from smartloader.pipeline.workers import SampleWorkers

@@ -60,16 +60,18 @@ def _describe(config) -> list[str]:
                             "StepStats.scorer_train_time_s and score_time_s)"}[how]
     src = config.pool_source
     if src is not None and src["type"] == "two_resolution":
-        scoring = (f"low_res views at {src['size']} px (pool_source two_resolution: "
-                   + ("the DataLoader's num_workers (2 without)" if src["workers"] == "auto"
-                      else f"{src['workers']}") + " worker process(es) load the views and "
-                   "then only the "
-                   f"chosen samples at full resolution; each pool is scored one step ahead; "
-                   + (f"views cached in {src['cache_dir']} (on disk; smartloader views "
-                      f"fills it before training))" if src["cache"] and src["cache_dir"]
-                      else f"views cached in memory, at most {src['cache_max_gb']:g} GiB)"
-                      if src["cache"] else "views not cached: every pool decodes its views; "
-                      "cache: true loads each once)"))
+        workers = ("the DataLoader's num_workers (2 without)" if src["workers"] == "auto"
+                   else str(src["workers"]))
+        if src["cache"] and src["cache_dir"]:
+            cache = (f"views cached in {src['cache_dir']} (on disk; smartloader views fills "
+                     f"it before training)")
+        elif src["cache"]:
+            cache = f"views cached in memory, at most {src['cache_max_gb']:g} GiB"
+        else:
+            cache = "views not cached: every pool decodes its views; cache: true loads each once"
+        scoring = (f"low_res views at {src['size']} px (pool_source two_resolution: {workers} "
+                   f"worker process(es) load the views and then only the chosen samples at "
+                   f"full resolution; each pool is scored one step ahead; {cache})")
     lines.append(f"scoring: {scoring}")
     return lines
 

@@ -4,8 +4,9 @@
 :mod:`smartloader.pipeline.two_resolution`: for a ``DataLoader`` over a map-style dataset,
 SmartLoader draws the indices itself, scores low-resolution views from the dataset's
 ``low_res(index, size)`` and loads only the chosen samples at full resolution. The keys are
-declared here, next to that code; :func:`pool_source_problems` checks what the path does not
-support yet, so a config asking for it fails at ``wrap()`` naming the key.
+declared here, with the configuration (the loader reads them, the configuration never reads
+the loader); :func:`pool_source_problems` checks what the path does not support yet, so a
+config asking for it fails at ``wrap()`` naming the key.
 """
 from __future__ import annotations
 

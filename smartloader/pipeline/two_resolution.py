@@ -143,16 +143,20 @@ class TwoResolutionSource:
         #: the loader's input shape came from a view (set from the first full batch)
         self.shape_from_views = False
         self._pool: SampleWorkers | None = None
-        #: the step chosen ahead of the last yielded one (its state entry), or None
-        self.pending: dict | None = None
+        #: the step planned ahead of the last yielded one (its ``record()`` is the state
+        #: entry), or None
+        self.pending: Any = None
         #: a loaded ``pending``, used when the next iterator resumes the epoch
         self.loaded: dict | None = None
         self.view = _view(loader)
         self.per_rank = len(self.view.sampler)
         #: the loaded views (``cache: true``), kept across epochs; not part of the state
-        self.cache = None if not spec["cache"] else ViewCache(
-            len(self.dataset), spec["cache_max_gb"]) if spec["cache_dir"] is None else \
-            ViewCache.on_disk(spec["cache_dir"], self.dataset, self.size)
+        if not spec["cache"]:
+            self.cache = None
+        elif spec["cache_dir"] is None:
+            self.cache = ViewCache(len(self.dataset), spec["cache_max_gb"])
+        else:
+            self.cache = ViewCache.on_disk(spec["cache_dir"], self.dataset, self.size)
         #: whether low_res was seen to give the same view twice (cache: true)
         self._checked = False
         #: the last full batch's per-sample tensor fields (shape, dtype), or None
@@ -249,7 +253,10 @@ class TwoResolutionSource:
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"pending": self.loaded if self.loaded is not None else self.pending}
+        if self.loaded is not None:
+            return {"pending": self.loaded}
+        # the record is made only when a state is asked for, not at every step
+        return {"pending": None if self.pending is None else self.pending.record()}
 
     def check_state(self, state: Any, path: str = "state.pool_source") -> None:
         strict_keys(self, state, STATE_KEYS, path)

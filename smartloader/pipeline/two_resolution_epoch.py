@@ -62,6 +62,19 @@ class _Job:
     prepared: bool = False             # planned (chosen, memory in/out done)
     rows: dict | None = None           # the replay memory's rows of this batch
 
+    def record(self) -> dict:
+        """This planned step as ``state.pool_source.pending`` (copies)."""
+        c = self.chosen
+        choice = None if c is None else {
+            "pool_size": c.pool_size, "pool_loss": float(c.pool_loss),
+            "selected_loss": float(c.selected_loss), "generator": self.generator.clone()}
+        rows = None if self.rows is None else {
+            k: self.rows[k].clone() if isinstance(self.rows[k], torch.Tensor) else self.rows[k]
+            for k in ROW_KEYS}
+        return {"step": self.step, "indices": self.indices.clone(),
+                "seeds": None if self.seeds is None else self.seeds.clone(),
+                "choice": choice, "replay": rows}
+
 
 def run_epoch(sl: Any, token: int) -> Iterator[Any]:
     """One epoch of ``sl`` on the two-resolution path."""
@@ -176,7 +189,7 @@ def run_epoch(sl: Any, token: int) -> Iterator[Any]:
             if job.generator is not None:
                 gen.set_state(job.generator)
             nxt = jobs[0] if jobs else None
-            src.pending = _record(nxt) if nxt is not None and nxt.prepared and (
+            src.pending = nxt if nxt is not None and nxt.prepared and (
                 nxt.chosen is not None or nxt.rows is not None) else None
             if job.take == 0:  # a replay step, in the phase of its step
                 sl._schedules.begin_step(job.step)
@@ -232,20 +245,6 @@ def _restore(job: _Job, rec: Mapping[str, Any], replay: IndexReplay | None) -> N
         job.rows = {k: v.clone() if isinstance(v, torch.Tensor) else v
                     for k, v in rec["replay"].items()}
         replay.restore_rows(job.rows)
-
-
-def _record(job: _Job) -> dict:
-    """``job``'s plan as ``state.pool_source.pending``."""
-    c = job.chosen
-    choice = None if c is None else {
-        "pool_size": c.pool_size, "pool_loss": float(c.pool_loss),
-        "selected_loss": float(c.selected_loss), "generator": job.generator.clone()}
-    rows = None if job.rows is None else {
-        k: job.rows[k].clone() if isinstance(job.rows[k], torch.Tensor) else job.rows[k]
-        for k in ROW_KEYS}
-    return {"step": job.step, "indices": job.indices.clone(),
-            "seeds": None if job.seeds is None else job.seeds.clone(), "choice": choice,
-            "replay": rows}
 
 
 def _views(sl: Any, src: TwoResolutionSource, small: Any) -> Any:

@@ -41,6 +41,8 @@ from typing import Any, Sequence
 import torch
 import torch.multiprocessing as tmp
 
+from smartloader.common import batch as B
+
 __all__ = ["SampleWorkers", "WorkerError"]
 
 
@@ -134,37 +136,12 @@ def _paths(out: Any, at: tuple = ()) -> list[tuple]:
     return []
 
 
-def _get(x: Any, path: tuple) -> Any:
-    for k in path:
-        x = x[k]
-    return x
-
-
-def _put(x: Any, path: tuple, value: Any) -> Any:
-    """``x`` with the item at ``path`` replaced by ``value`` (containers rebuilt along the
-    path: a dict, a list, a tuple or a namedtuple)."""
-    if not path:
-        return value
-    k, rest = path[0], path[1:]
-    if type(x) is dict:
-        return {**x, k: _put(x[k], rest, value)}
-    items = list(x)
-    items[k] = _put(items[k], rest, value)
-    if type(x) is list:
-        return items
-    return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
-
-
 def _sample_field(x: Any, path: tuple, ref: torch.Tensor) -> torch.Tensor | None:
     """The tensor at ``path`` of sample ``x`` if it has ``ref``'s per-sample shape and
-    dtype and its containers can be rebuilt, else None."""
+    dtype, else None."""
     try:
-        node = x
-        for k in path:
-            if not (type(node) in (dict, list, tuple) or hasattr(node, "_fields")):
-                return None
-            node = node[k]
-    except (KeyError, IndexError, TypeError):
+        node = B.get_field(x, path)
+    except KeyError:
         return None
     ok = isinstance(node, torch.Tensor) and node.shape == ref.shape[1:] \
         and node.dtype == ref.dtype
@@ -187,17 +164,21 @@ def _stack_into(samples: list, out: Any, at: int) -> Any:
     from torch.utils.data import default_collate
     n, stacked = len(samples), []
     for path in _paths(out):
-        ref = _get(out, path)
+        ref = B.get_field(out, path)
         fields = [_sample_field(s, path, ref) for s in samples]
         if at + n > ref.shape[0] or any(f is None for f in fields):
             continue  # collated as it is; _write copies it in below if it fits
+        try:
+            stripped = [B.replace_field(s, path, _NOTHING) for s in samples]
+        except TypeError:  # a container that cannot be rebuilt: collated as it is
+            continue
         torch.stack(fields, out=ref[at:at + n])
-        samples = [_put(s, path, _NOTHING) for s in samples]
-        out = _put(out, path, None)
+        samples = stripped
+        out = B.replace_field(out, path, None)
         stacked.append(path)
     batch = default_collate(samples)
     for path in stacked:
-        batch = _put(batch, path, WRITTEN)
+        batch = B.replace_field(batch, path, WRITTEN)
     return _write(out, batch, at)
 
 

@@ -352,6 +352,15 @@ def _rest(state):
     return list(sl)
 
 
+def _wait_stopped(pids, seconds: float = 10.0) -> None:
+    """Collect what was dropped, then assert every process in ``pids`` stops in time."""
+    gc.collect()
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
 def test_break_stops_the_worker_processes():
     sl = wrap(cfg=two_res(workers=2))
     it = iter(sl)
@@ -362,11 +371,7 @@ def test_break_stops_the_worker_processes():
     for _ in sl:  # a new iterator supersedes; breaking out of it stops the workers
         break
     del it
-    gc.collect()
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    _wait_stopped(pids)
     assert sl._pool_source.worker_pids == []
     assert len(list(sl)) == len(sl)  # the next iter() starts new workers
 
@@ -377,11 +382,7 @@ def test_dropping_the_loader_stops_the_workers():
     pids = sl._pool_source.worker_pids
     assert pids and all(_alive(p) for p in pids)
     del sl
-    gc.collect()
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    _wait_stopped(pids)
 
 
 def test_a_failing_sample_names_its_index():
